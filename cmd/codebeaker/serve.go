@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/sandbox"
+	"github.com/codebeaker/codebeaker/sandbox/docker"
+)
+
+// serveCommand is `codebeaker serve`.
+type serveCommand struct {
+	stdout, stderr io.Writer
+
+	addr            string
+	dataDir         string
+	logLevel        string
+	logFormat       string
+	maxMessageBytes int64
+	shutdownTimeout time.Duration
+	limits          rpc.Limits
+}
+
+func (c *serveCommand) flags() *flag.FlagSet {
+	fs := flag.NewFlagSet("codebeaker serve", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	c.limits = rpc.DefaultLimits()
+	l := &c.limits
+	fs.StringVar(&c.addr, "addr", "localhost:5000", "`host:port` to listen on for /health and /ws/jsonrpc")
+	fs.StringVar(&c.dataDir, "data-dir", "data", "`folder` for the event log and session workspaces")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "auto", "log `format`: json, console, or auto (console on a terminal, json otherwise)")
+	fs.Int64Var(&c.maxMessageBytes, "max-message-bytes", 16<<20, "largest JSON-RPC message accepted, in `bytes`")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running commands may finish after a shutdown signal")
+	fs.IntVar(&l.MaxSessions, "max-sessions", l.MaxSessions, "open sessions allowed at once")
+	fs.IntVar(&l.MaxQueuedCommands, "max-queued-commands", l.MaxQueuedCommands, "commands that may wait in one session")
+	fs.DurationVar(&l.DefaultTimeout, "default-timeout", l.DefaultTimeout, "timeout of execute_shell and execute_code without timeoutMs")
+	fs.DurationVar(&l.MaxTimeout, "max-timeout", l.MaxTimeout, "the longest timeoutMs a command may ask for")
+	fs.IntVar(&l.OutputLimit, "output-limit", l.OutputLimit, "`bytes` kept of each of stdout and stderr per command")
+	fs.Int64Var(&l.MaxFileBytes, "max-file-bytes", l.MaxFileBytes, "largest file written or read by one command, in `bytes`")
+	fs.IntVar(&l.StoredOutputBytes, "stored-output-bytes", l.StoredOutputBytes, "`bytes` of each output stream kept in the event log per command")
+	fs.IntVar(&l.MaxMemoryMB, "max-memory-mb", l.MaxMemoryMB, "the largest memoryLimitMB a session may ask for")
+	fs.IntVar(&l.PidsLimit, "pids-limit", l.PidsLimit, "processes allowed in one sandbox")
+	fs.Float64Var(&l.DefaultIdleMinutes, "default-idle-minutes", l.DefaultIdleMinutes, "idle timeout of sessions that do not set idleTimeoutMinutes")
+	fs.Float64Var(&l.DefaultLifetimeMins, "default-lifetime-minutes", l.DefaultLifetimeMins, "lifetime of sessions that do not set maxLifetimeMinutes")
+	fs.IntVar(&l.DefaultMemoryMB, "default-memory-mb", l.DefaultMemoryMB, "memory limit of sessions that do not set memoryLimitMB")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: codebeaker serve [flags]\n\nRuns the service. Each flag may also be set by the environment variable shown.\n\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			name, usage := flag.UnquoteUsage(f)
+			fmt.Fprintf(fs.Output(), "  --%s %s\t(env %s, default %q)\n    \t%s\n", f.Name, name, envName(f.Name), f.DefValue, usage)
+		})
+	}
+	return fs
+}
+
+// Run parses args and serves until ctx ends.
+func (c *serveCommand) Run(ctx context.Context, args []string) error {
+	fs := c.flags()
+	if err := envFlags(fs); err != nil {
+		return err
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	logger, err := newLogger(c.stderr, c.logLevel, c.logFormat)
+	if err != nil {
+		return err
+	}
+
+	dockerRuntime, err := docker.New()
+	if err != nil {
+		return err
+	}
+	defer dockerRuntime.Close()
+	if err := dockerRuntime.Ping(ctx); err != nil {
+		logger.Warn().Err(err).Msg("docker engine not reachable: Docker sessions fail until it is")
+	}
+	svc, err := rpc.Open(ctx, rpc.Config{
+		DataDir:  c.dataDir,
+		Runtimes: map[string]sandbox.Runtime{sandbox.KindDocker: dockerRuntime},
+		Limits:   c.limits,
+		Logger:   logger,
+	})
+	if err != nil {
+		return err
+	}
+	server := rpc.NewServer(svc, rpc.ServerOptions{MaxMessageBytes: c.maxMessageBytes})
+	listener, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		svc.Close(context.Background())
+		return fmt.Errorf("listen on %s: %w", c.addr, err)
+	}
+	httpServer := &http.Server{Handler: server.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpServer.Serve(listener) }()
+	logger.Info().Str("addr", listener.Addr().String()).Str("dataDir", c.dataDir).Msg("serving")
+
+	select {
+	case err := <-serveErr:
+		svc.Close(context.Background())
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info().Dur("deadline", c.shutdownTimeout).Msg("shutting down: no new connections; running commands may finish")
+	drain, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	defer cancel()
+	httpServer.Shutdown(drain)
+	closeErr := svc.Close(drain)
+	server.CloseConnections()
+	if closeErr != nil {
+		return fmt.Errorf("close the service: %w", closeErr)
+	}
+	logger.Info().Msg("stopped")
+	return nil
+}
+
+func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		return zerolog.Logger{}, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	switch format {
+	case "auto":
+		if f, ok := w.(*os.File); ok && isTerminal(f) {
+			w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		}
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	case "json":
+	default:
+		return zerolog.Logger{}, errors.New(`--log-format must be json, console or auto`)
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+func isTerminal(f *os.File) bool {
+	info, err := f.Stat()
+	return err == nil && info.Mode()&os.ModeCharDevice != 0
+}

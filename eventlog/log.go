@@ -1,0 +1,311 @@
+package eventlog
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/codebeaker/codebeaker/migrations"
+)
+
+// Errors returned by the log.
+var (
+	ErrClosed = errors.New("eventlog: log is closed")
+	ErrLocked = errors.New("eventlog: data file is locked by another process")
+)
+
+// FileName is the name of the log file inside the data dir.
+const FileName = "events.db"
+
+// Options configure Open.
+type Options struct {
+	// OnCommit, if set, is called by the writer with every committed batch,
+	// in sequence order, before the appenders are told. It must not call
+	// Append.
+	OnCommit func([]Event)
+	// LockTimeout bounds the wait for another process's lock on the file.
+	LockTimeout time.Duration
+	// MaxBatch caps the appends committed in one transaction.
+	MaxBatch int
+}
+
+// Log is an open event log. Its methods are safe for concurrent use.
+type Log struct {
+	db   *bolt.DB
+	path string
+	opts Options
+
+	appends chan *appendReq
+	done    chan struct{}
+	wg      sync.WaitGroup
+
+	closeOnce sync.Once
+
+	idMu    sync.Mutex
+	entropy *ulid.MonotonicEntropy
+}
+
+type appendReq struct {
+	events []Event // Seq filled in by the writer
+	result chan error
+}
+
+// Open opens (or creates) the log at path, migrating its layout if needed.
+func Open(path string, opts Options) (*Log, error) {
+	if opts.LockTimeout == 0 {
+		opts.LockTimeout = 2 * time.Second
+	}
+	if opts.MaxBatch == 0 {
+		opts.MaxBatch = 256
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("eventlog: create data dir: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("%w: %s (is another codebeaker using this data dir?)", ErrLocked, path)
+		}
+		return nil, fmt.Errorf("eventlog: open %s: %w (if the file is damaged, move it aside and restore a backup; it is never overwritten)", path, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := migrations.Run(tx)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("eventlog: %s: %w", path, err)
+	}
+	l := &Log{
+		db:      db,
+		path:    path,
+		opts:    opts,
+		appends: make(chan *appendReq),
+		done:    make(chan struct{}),
+		entropy: ulid.Monotonic(rand.Reader, 0),
+	}
+	l.wg.Add(1)
+	go l.writer()
+	return l, nil
+}
+
+// Path returns the file the log lives in.
+func (l *Log) Path() string { return l.path }
+
+// Close stops the writer after the appends already handed to it and closes
+// the file. Appends after Close fail with ErrClosed.
+func (l *Log) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.done)
+		l.wg.Wait()
+		err = l.db.Close()
+	})
+	return err
+}
+
+// Append stores records as consecutive events and returns them once they
+// are durable. Either all of them are stored or none.
+func (l *Log) Append(ctx context.Context, recs ...Record) ([]Event, error) {
+	req := &appendReq{events: make([]Event, len(recs)), result: make(chan error, 1)}
+	now := time.Now().UTC()
+	for i, r := range recs {
+		data, err := json.Marshal(r.Data)
+		if err != nil {
+			return nil, fmt.Errorf("eventlog: encode %s payload: %w", r.Type, err)
+		}
+		req.events[i] = Event{
+			ID:        l.newID(now),
+			SessionID: r.SessionID,
+			Time:      now,
+			Type:      r.Type,
+			Version:   CurrentVersion,
+			Data:      data,
+		}
+	}
+	select {
+	case l.appends <- req:
+	case <-l.done:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	// Once handed over, the append is committed or fails as a whole; wait
+	// for the answer even if ctx ends, so a caller never reports an event
+	// lost that was in fact stored.
+	if err := <-req.result; err != nil {
+		return nil, err
+	}
+	return req.events, nil
+}
+
+func (l *Log) newID(t time.Time) ulid.ULID {
+	l.idMu.Lock()
+	defer l.idMu.Unlock()
+	return ulid.MustNew(ulid.Timestamp(t), l.entropy)
+}
+
+// writer is the only goroutine that writes to the file. It takes every
+// append waiting when it wakes up and commits them in one transaction.
+func (l *Log) writer() {
+	defer l.wg.Done()
+	for {
+		var first *appendReq
+		select {
+		case first = <-l.appends:
+		case <-l.done:
+			return
+		}
+		batch := []*appendReq{first}
+	gather:
+		for len(batch) < l.opts.MaxBatch {
+			select {
+			case r := <-l.appends:
+				batch = append(batch, r)
+			default:
+				break gather
+			}
+		}
+		committed, err := l.commit(batch)
+		if err == nil && l.opts.OnCommit != nil {
+			l.opts.OnCommit(committed)
+		}
+		for _, r := range batch {
+			r.result <- err
+		}
+	}
+}
+
+func (l *Log) commit(batch []*appendReq) ([]Event, error) {
+	var committed []Event
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		committed = committed[:0]
+		events := tx.Bucket(migrations.BucketEvents)
+		index := tx.Bucket(migrations.BucketSessionEvents)
+		for _, r := range batch {
+			for i := range r.events {
+				e := &r.events[i]
+				seq, err := events.NextSequence()
+				if err != nil {
+					return err
+				}
+				e.Seq = seq
+				value, err := json.Marshal(e)
+				if err != nil {
+					return err
+				}
+				if err := events.Put(seqKey(seq), value); err != nil {
+					return err
+				}
+				if err := index.Put(sessionKey(e.SessionID, seq), nil); err != nil {
+					return err
+				}
+				committed = append(committed, *e)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: commit to %s: %w", l.path, err)
+	}
+	return committed, nil
+}
+
+// LastSeq returns the sequence number of the newest event, 0 for none.
+func (l *Log) LastSeq() (uint64, error) {
+	var seq uint64
+	err := l.db.View(func(tx *bolt.Tx) error {
+		seq = tx.Bucket(migrations.BucketEvents).Sequence()
+		return nil
+	})
+	return seq, err
+}
+
+// Scan calls fn with every event after seq afterSeq, in order, until fn
+// returns an error (which Scan returns) or the log ends.
+func (l *Log) Scan(afterSeq uint64, fn func(Event) error) error {
+	return l.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(migrations.BucketEvents).Cursor()
+		for k, v := c.Seek(seqKey(afterSeq + 1)); k != nil; k, v = c.Next() {
+			e, err := decode(k, v)
+			if err != nil {
+				return err
+			}
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// SessionEvents returns up to limit events of one session after seq
+// afterSeq, in order. limit <= 0 means no limit.
+func (l *Log) SessionEvents(sessionID string, afterSeq uint64, limit int) ([]Event, error) {
+	var out []Event
+	err := l.db.View(func(tx *bolt.Tx) error {
+		events := tx.Bucket(migrations.BucketEvents)
+		prefix := []byte(sessionID)
+		c := tx.Bucket(migrations.BucketSessionEvents).Cursor()
+		for k, _ := c.Seek(sessionKey(sessionID, afterSeq+1)); k != nil && len(k) == len(prefix)+8 && string(k[:len(prefix)]) == sessionID; k, _ = c.Next() {
+			seq := k[len(prefix):]
+			e, err := decode(seq, events.Get(seq))
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+			if limit > 0 && len(out) == limit {
+				break
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// HasSession reports whether any event of the session is in the log.
+func (l *Log) HasSession(sessionID string) (bool, error) {
+	events, err := l.SessionEvents(sessionID, 0, 1)
+	return len(events) > 0, err
+}
+
+func decode(k, v []byte) (Event, error) {
+	var e Event
+	if v == nil {
+		return e, fmt.Errorf("eventlog: event %d is indexed but missing", binary.BigEndian.Uint64(k))
+	}
+	if err := json.Unmarshal(v, &e); err != nil {
+		return e, fmt.Errorf("eventlog: event %d is unreadable: %w", binary.BigEndian.Uint64(k), err)
+	}
+	if e.Seq != binary.BigEndian.Uint64(k) {
+		return e, fmt.Errorf("eventlog: event stored at %d says it is %d", binary.BigEndian.Uint64(k), e.Seq)
+	}
+	data, version, err := migrations.Upcast(string(e.Type), e.Version, e.Data)
+	if err != nil {
+		return e, fmt.Errorf("eventlog: event %d: %w", e.Seq, err)
+	}
+	e.Data, e.Version = data, version
+	return e, nil
+}
+
+func seqKey(seq uint64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, seq)
+	return k
+}
+
+func sessionKey(sessionID string, seq uint64) []byte {
+	k := make([]byte, len(sessionID)+8)
+	copy(k, sessionID)
+	binary.BigEndian.PutUint64(k[len(sessionID):], seq)
+	return k
+}

@@ -1,0 +1,357 @@
+package rpc
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/codebeaker/codebeaker/eventlog"
+	"github.com/codebeaker/codebeaker/rpc/jsonrpc"
+	"github.com/codebeaker/codebeaker/sandbox"
+)
+
+// Command types, with the aliases clients use.
+const (
+	cmdWriteFile  = "write_file"
+	cmdReadFile   = "read_file"
+	cmdShell      = "execute_shell"
+	cmdMkdir      = "create_directory"
+	cmdCopyFile   = "copy_file"
+	cmdDeleteFile = "delete_file"
+	cmdList       = "list_directory"
+	cmdCode       = "execute_code"
+)
+
+var commandAliases = map[string]string{
+	"writefile": cmdWriteFile, "readfile": cmdReadFile,
+	"executeshell": cmdShell, "shell": cmdShell,
+	"createdirectory": cmdMkdir, "createdir": cmdMkdir, "mkdir": cmdMkdir,
+	"copyfile": cmdCopyFile, "copy": cmdCopyFile,
+	"deletefile": cmdDeleteFile, "delete": cmdDeleteFile,
+	"listdirectory": cmdList, "listfiles": cmdList, "listdir": cmdList,
+	"executecode": cmdCode, "execute": cmdCode,
+}
+
+// command is every field any command type reads; each type checks the ones
+// it needs.
+type command struct {
+	Type             string            `json:"type"`
+	Path             *string           `json:"path"`
+	Content          *string           `json:"content"`
+	Encoding         string            `json:"encoding"`
+	Mode             string            `json:"mode"`
+	CommandName      string            `json:"commandName"`
+	Command          string            `json:"command"`
+	Args             []string          `json:"args"`
+	WorkingDirectory string            `json:"workingDirectory"`
+	SourcePath       string            `json:"sourcePath"`
+	Source           string            `json:"source"`
+	DestinationPath  string            `json:"destinationPath"`
+	Destination      string            `json:"destination"`
+	Code             *string           `json:"code"`
+	TimeoutMs        *int64            `json:"timeoutMs"`
+	Stdin            *string           `json:"stdin"`
+	Env              map[string]string `json:"env"`
+}
+
+// parseCommand decodes and checks a command object. Errors are for the
+// client: the request is wrong, nothing ran.
+func parseCommand(raw json.RawMessage) (*command, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, &invalidParams{`"command" is required: an object with a "type"`}
+	}
+	if raw[0] != '{' {
+		return nil, &invalidParams{`"command" must be an object with a "type"`}
+	}
+	var c command
+	if err := jsonrpc.DecodeParams(raw, &c); err != nil {
+		return nil, &invalidParams{"command: " + strings.TrimPrefix(err.Message, "invalid params: ")}
+	}
+	if c.Type == "" {
+		return nil, &invalidParams{`command "type" is required`}
+	}
+	key := strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(c.Type))
+	typ, ok := commandAliases[key]
+	if !ok {
+		return nil, &invalidParams{fmt.Sprintf("unknown command type %q (known: write_file, read_file, execute_shell, create_directory, copy_file, delete_file, list_directory, execute_code)", c.Type)}
+	}
+	c.Type = typ
+	need := func(name string, ok bool) error {
+		if !ok {
+			return &invalidParams{fmt.Sprintf("%s needs %q", typ, name)}
+		}
+		return nil
+	}
+	switch typ {
+	case cmdWriteFile:
+		if err := need("path", c.Path != nil); err != nil {
+			return nil, err
+		}
+		if err := need("content", c.Content != nil); err != nil {
+			return nil, err
+		}
+		switch strings.ToLower(c.Mode) {
+		case "", "create", "overwrite":
+			c.Mode = "Create"
+		case "append":
+			c.Mode = "Append"
+		default:
+			return nil, &invalidParams{fmt.Sprintf(`write_file "mode" must be "Create" or "Append", not %q`, c.Mode)}
+		}
+	case cmdReadFile, cmdMkdir, cmdDeleteFile:
+		if err := need("path", c.Path != nil); err != nil {
+			return nil, err
+		}
+	case cmdShell:
+		if c.CommandName == "" {
+			c.CommandName = c.Command
+		}
+		if err := need("commandName", c.CommandName != ""); err != nil {
+			return nil, err
+		}
+	case cmdCopyFile:
+		c.SourcePath, c.DestinationPath = firstOf(c.SourcePath, c.Source), firstOf(c.DestinationPath, c.Destination)
+		if err := need("sourcePath", c.SourcePath != ""); err != nil {
+			return nil, err
+		}
+		if err := need("destinationPath", c.DestinationPath != ""); err != nil {
+			return nil, err
+		}
+	case cmdCode:
+		if err := need("code", c.Code != nil); err != nil {
+			return nil, err
+		}
+	}
+	switch c.Encoding {
+	case "", "utf8", "utf-8", "base64":
+	default:
+		return nil, &invalidParams{fmt.Sprintf(`"encoding" must be "utf-8" or "base64", not %q`, c.Encoding)}
+	}
+	return &c, nil
+}
+
+func firstOf(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// outcome is what one command produced: the envelope's fields and what the
+// event log keeps.
+type outcome struct {
+	success bool
+	result  any
+	err     string
+	audit   eventlog.CommandCompletedData
+}
+
+func failed(err error) outcome { return outcome{err: err.Error()} }
+
+// runCommand runs a parsed command in a live session.
+func (s *Service) runCommand(ctx context.Context, l *liveSession, c *command) (outcome, error) {
+	lim := s.cfg.Limits
+	switch c.Type {
+	case cmdWriteFile:
+		data, err := decodeContent(*c.Content, c.Encoding)
+		if err != nil {
+			return failed(err), nil
+		}
+		if int64(len(data)) > lim.MaxFileBytes {
+			return failed(fmt.Errorf("content of %d bytes is over the %d-byte file limit", len(data), lim.MaxFileBytes)), nil
+		}
+		shown, err := l.ws.WriteFile(*c.Path, data, c.Mode == "Append")
+		if err != nil {
+			return fileFailure(err)
+		}
+		return outcome{success: true, result: map[string]any{"path": shown, "bytes": len(data)}}, nil
+
+	case cmdReadFile:
+		data, err := l.ws.ReadFile(*c.Path, lim.MaxFileBytes)
+		if err != nil {
+			return fileFailure(err)
+		}
+		res := map[string]any{"content": string(data), "bytes": len(data)}
+		if c.Encoding == "base64" || !utf8.Valid(data) {
+			res["content"], res["encoding"] = base64.StdEncoding.EncodeToString(data), "base64"
+		}
+		return outcome{success: true, result: res}, nil
+
+	case cmdMkdir:
+		shown, err := l.ws.MkdirAll(*c.Path)
+		if err != nil {
+			return fileFailure(err)
+		}
+		return outcome{success: true, result: map[string]any{"path": shown}}, nil
+
+	case cmdCopyFile:
+		src, dst, n, err := l.ws.Copy(c.SourcePath, c.DestinationPath)
+		if err != nil {
+			return fileFailure(err)
+		}
+		return outcome{success: true, result: map[string]any{"sourcePath": src, "destinationPath": dst, "bytes": n}}, nil
+
+	case cmdDeleteFile:
+		shown, err := l.ws.Delete(*c.Path)
+		if err != nil {
+			return fileFailure(err)
+		}
+		return outcome{success: true, result: map[string]any{"path": shown, "deleted": true}}, nil
+
+	case cmdList:
+		p := sandbox.WorkspaceDir
+		if c.Path != nil && *c.Path != "" {
+			p = *c.Path
+		}
+		shown, entries, more, err := l.ws.List(p, lim.MaxListEntries)
+		if err != nil {
+			return fileFailure(err)
+		}
+		res := map[string]any{"path": shown, "entries": entries}
+		if more {
+			res["truncated"] = true
+		}
+		return outcome{success: true, result: res}, nil
+
+	case cmdShell:
+		proc, err := s.process(l, c, append([]string{c.CommandName}, c.Args...))
+		if err != nil {
+			return failed(err), nil
+		}
+		r, err := l.box.Exec(ctx, proc)
+		if err != nil {
+			return outcome{}, err
+		}
+		o := processOutcome(r, proc.Timeout)
+		result := map[string]any{
+			"exitCode": r.ExitCode, "stdout": text(r.Stdout), "stderr": text(r.Stderr), "durationMs": r.Duration.Milliseconds(),
+		}
+		for k, v := range map[string]bool{"timedOut": r.TimedOut, "oomKilled": r.OOMKilled, "stdoutTruncated": r.StdoutTruncated, "stderrTruncated": r.StderrTruncated} {
+			if v {
+				result[k] = true
+			}
+		}
+		o.result = result
+		return o, nil
+
+	case cmdCode:
+		file, cleanup := l.lang.CodeFile(ulid.Make().String())
+		if _, err := l.ws.WriteFile(file, []byte(*c.Code), false); err != nil {
+			return fileFailure(err)
+		}
+		defer l.ws.Delete(cleanup)
+		proc, err := s.process(l, c, l.lang.CodeCommand(file))
+		if err != nil {
+			return failed(err), nil
+		}
+		r, err := l.box.Exec(ctx, proc)
+		if err != nil {
+			return outcome{}, err
+		}
+		o := processOutcome(r, proc.Timeout)
+		o.result = strings.TrimSuffix(text(r.Stdout), "\n")
+		if !o.success && len(r.Stderr) > 0 && !r.TimedOut && !r.OOMKilled {
+			o.err = strings.TrimSuffix(text(r.Stderr), "\n")
+		}
+		return o, nil
+	}
+	return outcome{}, fmt.Errorf("command type %q has no handler", c.Type)
+}
+
+// fileFailure turns a workspace error into a failed command when it is the
+// client's (missing file, path outside), and into a server error otherwise.
+func fileFailure(err error) (outcome, error) {
+	var pe *sandbox.PathError
+	if errors.As(err, &pe) {
+		return failed(pe), nil
+	}
+	return outcome{}, err
+}
+
+func decodeContent(content, encoding string) ([]byte, error) {
+	if encoding != "base64" {
+		return []byte(content), nil
+	}
+	data, err := base64.StdEncoding.DecodeString(content)
+	if err != nil {
+		return nil, fmt.Errorf("content is not valid base64: %v", err)
+	}
+	return data, nil
+}
+
+// process builds the sandbox process of execute_shell and execute_code.
+func (s *Service) process(l *liveSession, c *command, args []string) (sandbox.Process, error) {
+	lim := s.cfg.Limits
+	p := sandbox.Process{Args: args, Dir: sandbox.WorkspaceDir, Timeout: lim.DefaultTimeout, OutputLimit: lim.OutputLimit}
+	if c.TimeoutMs != nil {
+		t := time.Duration(*c.TimeoutMs) * time.Millisecond
+		if t <= 0 || t > lim.MaxTimeout {
+			return p, fmt.Errorf("timeoutMs must be between 1 and %d", lim.MaxTimeout.Milliseconds())
+		}
+		p.Timeout = t
+	}
+	if c.WorkingDirectory != "" {
+		dir, err := l.ws.CheckDir(c.WorkingDirectory)
+		if err != nil {
+			return p, fmt.Errorf("working directory: %w", err)
+		}
+		p.Dir = dir
+	}
+	if c.Stdin != nil {
+		if int64(len(*c.Stdin)) > lim.MaxFileBytes {
+			return p, fmt.Errorf("stdin of %d bytes is over the %d-byte limit", len(*c.Stdin), lim.MaxFileBytes)
+		}
+		p.Stdin = []byte(*c.Stdin)
+	}
+	if len(c.Env) > 256 {
+		return p, fmt.Errorf("env has %d variables; at most 256", len(c.Env))
+	}
+	for k, v := range c.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			return p, fmt.Errorf("env variable %q is not a valid name", k)
+		}
+		p.Env = append(p.Env, k+"="+v)
+	}
+	return p, nil
+}
+
+// processOutcome judges a process result and fills in what the log keeps.
+func processOutcome(r sandbox.Result, timeout time.Duration) outcome {
+	o := outcome{success: r.ExitCode == 0 && !r.TimedOut}
+	switch {
+	case r.TimedOut:
+		o.err = fmt.Sprintf("timed out after %s: the command and everything it started were killed", timeout)
+	case r.OOMKilled:
+		o.err = "killed: the session's memory limit was reached (out of memory)"
+	case r.ExitCode == 126 || r.ExitCode == 127:
+		o.err = fmt.Sprintf("exit code %d: %s", r.ExitCode, firstLine(r.Stdout, r.Stderr))
+	case r.ExitCode != 0:
+		o.err = fmt.Sprintf("exit code %d", r.ExitCode)
+	}
+	exit := r.ExitCode
+	o.audit = eventlog.CommandCompletedData{
+		ExitCode: &exit, StdoutBytes: r.StdoutBytes, StderrBytes: r.StderrBytes,
+		StdoutTruncated: r.StdoutTruncated, StderrTruncated: r.StderrTruncated, TimedOut: r.TimedOut, OOMKilled: r.OOMKilled,
+		Stdout: string(r.Stdout), Stderr: string(r.Stderr),
+	}
+	return o
+}
+
+func firstLine(outs ...[]byte) string {
+	for _, out := range outs {
+		if line, _, _ := strings.Cut(strings.TrimSpace(text(out)), "\n"); line != "" {
+			return line
+		}
+	}
+	return "the program could not be started"
+}
+
+// text makes output safe to put in a JSON string: invalid UTF-8 is replaced.
+func text(b []byte) string { return strings.ToValidUTF8(string(b), "\uFFFD") }

@@ -1,0 +1,76 @@
+package rpc
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/codebeaker/codebeaker/rpc/jsonrpc"
+	"github.com/codebeaker/codebeaker/sandbox"
+)
+
+// Server-defined JSON-RPC error codes. This table and toRPC are the only
+// place that knows them.
+const (
+	CodeSessionNotFound     = -32001
+	CodeSessionClosed       = -32002
+	CodeRuntimeUnavailable  = -32003
+	CodeCapacityExhausted   = -32004
+	CodeMessageTooLarge     = -32005
+	CodeServiceShuttingDown = -32006
+)
+
+// Errors of the session service, in the client's terms.
+var (
+	ErrSessionNotFound = errors.New("session not found")
+	ErrSessionClosed   = errors.New("session is closed")
+	ErrCapacity        = errors.New("capacity exhausted")
+	ErrShuttingDown    = errors.New("service is shutting down")
+)
+
+// invalidParams is a request the client must change; its text is for the
+// client.
+type invalidParams struct{ msg string }
+
+func (e *invalidParams) Error() string { return e.msg }
+
+var codes = []struct {
+	err  error
+	code int
+}{
+	{ErrSessionNotFound, CodeSessionNotFound},
+	{ErrSessionClosed, CodeSessionClosed},
+	{ErrCapacity, CodeCapacityExhausted},
+	{ErrShuttingDown, CodeServiceShuttingDown},
+	{sandbox.ErrUnavailable, CodeRuntimeUnavailable},
+	{sandbox.ErrImageNotFound, CodeRuntimeUnavailable},
+}
+
+// toRPC maps a service error to the JSON-RPC error the client sees. Errors
+// not in the table stay as they are and become -32603, without their text.
+func toRPC(err error) error {
+	var rpcErr *jsonrpc.Error
+	if err == nil || errors.As(err, &rpcErr) {
+		return err
+	}
+	var bad *invalidParams
+	if errors.As(err, &bad) {
+		return jsonrpc.InvalidParams("%s", bad.msg)
+	}
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			detail := strings.TrimPrefix(clientText(err), c.err.Error()+": ")
+			return jsonrpc.NewError(c.code, c.err.Error(), detail)
+		}
+	}
+	return err
+}
+
+// clientText strips the package prefixes Go errors carry ("sandbox: ...")
+// from the detail shown to clients; those errors are written to be shown.
+func clientText(err error) string {
+	msg := err.Error()
+	for _, prefix := range []string{"sandbox: ", "docker: "} {
+		msg = strings.TrimPrefix(msg, prefix)
+	}
+	return msg
+}

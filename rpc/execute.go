@@ -1,0 +1,152 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/codebeaker/codebeaker/eventlog"
+)
+
+// Envelope is the result of session.execute for every command type.
+type Envelope struct {
+	Success    bool    `json:"success"`
+	Result     any     `json:"result"`
+	Error      *string `json:"error"`
+	DurationMs int64   `json:"durationMs"`
+}
+
+// job is one command waiting for its session's worker.
+type job struct {
+	cmd   *command
+	raw   json.RawMessage
+	reply chan jobResult
+}
+
+type jobResult struct {
+	env Envelope
+	err error
+}
+
+// Execute queues a command in its session and waits for its result.
+// Commands of one session run one at a time, in the order they arrive.
+func (s *Service) Execute(ctx context.Context, sessionID string, raw json.RawMessage) (Envelope, error) {
+	cmd, err := parseCommand(raw)
+	if err != nil {
+		return Envelope{}, err
+	}
+	j := &job{cmd: cmd, raw: raw, reply: make(chan jobResult, 1)}
+	s.mu.Lock()
+	live := s.live[sessionID]
+	switch {
+	case s.stopping:
+		s.mu.Unlock()
+		return Envelope{}, ErrShuttingDown
+	case live == nil:
+		s.mu.Unlock()
+		return Envelope{}, s.missing(sessionID)
+	case live.closing:
+		s.mu.Unlock()
+		return Envelope{}, fmt.Errorf("%w: session %s is closing", ErrSessionClosed, sessionID)
+	}
+	select {
+	case live.queue <- j:
+	default:
+		s.mu.Unlock()
+		return Envelope{}, fmt.Errorf("%w: session %s already has %d commands waiting", ErrCapacity, sessionID, cap(live.queue))
+	}
+	s.mu.Unlock()
+	// The command runs and is recorded even if the client goes away: it was
+	// accepted.
+	r := <-j.reply
+	return r.env, r.err
+}
+
+// worker runs a session's commands one at a time until the session closes.
+func (s *Service) worker(l *liveSession) {
+	defer s.wg.Done()
+	defer close(l.done)
+	for {
+		select {
+		case j := <-l.queue:
+			j.reply <- s.runJob(l, j)
+		case <-l.ctx.Done():
+			for {
+				select {
+				case j := <-l.queue:
+					j.reply <- jobResult{err: fmt.Errorf("%w: session %s closed before the command ran", ErrSessionClosed, l.id)}
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// runJob records the command's start, runs it and records its end; the
+// reply goes out only after the end is durable.
+func (s *Service) runJob(l *liveSession, j *job) jobResult {
+	ctx := s.cfg.Logger.With().Str("session", l.id).Logger().WithContext(l.ctx)
+	id := ulid.Make().String()
+	if _, err := s.log.Append(ctx, eventlog.Record{SessionID: l.id, Type: eventlog.CommandStarted, Data: eventlog.CommandStartedData{
+		CommandID: id, Type: j.cmd.Type, Command: auditCopy(j.raw, s.cfg.Limits.StoredOutputBytes),
+	}}); err != nil {
+		return jobResult{err: err}
+	}
+	start := time.Now()
+	o, runErr := s.runCommand(ctx, l, j.cmd)
+	took := time.Since(start)
+	if runErr != nil {
+		// The command could not be run (sandbox gone, engine down): the
+		// client gets a failed command, the log gets why.
+		o = outcome{err: "could not run the command: " + clientText(runErr)}
+		s.cfg.Logger.Error().Err(runErr).Str("session", l.id).Str("command", j.cmd.Type).Msg("command failed to run")
+		if l.ctx.Err() != nil {
+			o.err = "the session was closed while the command ran"
+		}
+	}
+	env := Envelope{Success: o.success, Result: o.result, DurationMs: took.Milliseconds()}
+	if !o.success {
+		msg := o.err
+		env.Error = &msg
+	}
+	rec := o.audit
+	rec.CommandID, rec.Type, rec.Success, rec.Error, rec.DurationMs = id, j.cmd.Type, o.success, o.err, took.Milliseconds()
+	rec.Stdout, rec.StoredCut = cut(rec.Stdout, s.cfg.Limits.StoredOutputBytes)
+	var stderrCut bool
+	rec.Stderr, stderrCut = cut(rec.Stderr, s.cfg.Limits.StoredOutputBytes)
+	rec.StoredCut = rec.StoredCut || stderrCut
+	if _, err := s.log.Append(context.WithoutCancel(ctx), eventlog.Record{SessionID: l.id, Type: eventlog.CommandCompleted, Data: rec}); err != nil {
+		return jobResult{err: err}
+	}
+	return jobResult{env: env}
+}
+
+func cut(s string, n int) (string, bool) {
+	if len(s) <= n {
+		return s, false
+	}
+	return text([]byte(s[:n])), true
+}
+
+// auditCopy is the command as the client sent it, with string fields longer
+// than limit cut, so a 8 MiB write_file does not become an 8 MiB event.
+func auditCopy(raw json.RawMessage, limit int) json.RawMessage {
+	if len(raw) <= limit {
+		return raw
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil
+	}
+	for k, v := range fields {
+		if str, ok := v.(string); ok && len(str) > limit/4 {
+			fields[k] = fmt.Sprintf("%s... [%d bytes, cut]", text([]byte(str[:limit/4])), len(str))
+		}
+	}
+	out, _ := json.Marshal(fields)
+	return out
+}

@@ -1,0 +1,118 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/codebeaker/codebeaker/projection"
+	"github.com/codebeaker/codebeaker/rpc/jsonrpc"
+)
+
+// Wire shapes of the session methods, with the usage guide's field names.
+
+type sessionConfigView struct {
+	IdleTimeoutMinutes float64 `json:"idleTimeoutMinutes"`
+	MaxLifetimeMinutes float64 `json:"maxLifetimeMinutes"`
+	MemoryLimitMB      int     `json:"memoryLimitMB"`
+	CPUShares          int     `json:"cpuShares"`
+	PidsLimit          int     `json:"pidsLimit"`
+	Image              string  `json:"dockerImage,omitempty"`
+}
+
+type createResult struct {
+	SessionID   string            `json:"sessionId"`
+	ContainerID string            `json:"containerId"`
+	Language    string            `json:"language"`
+	CreatedAt   time.Time         `json:"createdAt"`
+	State       projection.State  `json:"state"`
+	Config      sessionConfigView `json:"config"`
+}
+
+type sessionView struct {
+	SessionID       string           `json:"sessionId"`
+	ContainerID     string           `json:"containerId"`
+	Language        string           `json:"language"`
+	CreatedAt       time.Time        `json:"createdAt"`
+	LastActivity    time.Time        `json:"lastActivity"`
+	State           projection.State `json:"state"`
+	ExecutionCount  int              `json:"executionCount"`
+	IdleMinutes     float64          `json:"idleMinutes"`
+	LifetimeMinutes float64          `json:"lifetimeMinutes"`
+}
+
+type listResult struct {
+	Count    int           `json:"count"`
+	Sessions []sessionView `json:"sessions"`
+}
+
+type executeParams struct {
+	SessionID string          `json:"sessionId"`
+	Command   json.RawMessage `json:"command"`
+}
+
+type closeParams struct {
+	SessionID string `json:"sessionId"`
+}
+
+type closeResult struct {
+	SessionID string `json:"sessionId"`
+	Closed    bool   `json:"closed"`
+}
+
+// register adds the session methods to d.
+func (s *Service) register(d *jsonrpc.Dispatcher) {
+	d.Register("session.create", method(func(ctx context.Context, p CreateParams) (any, error) {
+		sess, err := s.Create(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		c := sess.Config
+		return createResult{
+			SessionID: sess.ID, ContainerID: sess.ContainerID, Language: sess.Language,
+			CreatedAt: sess.CreatedAt.UTC(), State: projection.Active,
+			Config: sessionConfigView{c.IdleTimeoutMinutes, c.MaxLifetimeMinutes, c.MemoryLimitMB, c.CPUShares, c.PidsLimit, c.Image},
+		}, nil
+	}))
+	d.Register("session.execute", method(func(ctx context.Context, p executeParams) (any, error) {
+		if p.SessionID == "" {
+			return nil, &invalidParams{`"sessionId" is required`}
+		}
+		return s.Execute(ctx, p.SessionID, p.Command)
+	}))
+	d.Register("session.list", method(func(ctx context.Context, _ struct{}) (any, error) {
+		now := time.Now()
+		sessions := s.view.List()
+		out := listResult{Count: len(sessions), Sessions: make([]sessionView, 0, len(sessions))}
+		for _, sess := range sessions {
+			out.Sessions = append(out.Sessions, sessionView{
+				SessionID: sess.ID, ContainerID: sess.ContainerID, Language: sess.Language,
+				CreatedAt: sess.CreatedAt.UTC(), LastActivity: sess.LastActivity.UTC(), State: sess.State,
+				ExecutionCount: sess.ExecutionCount, IdleMinutes: sess.IdleMinutes(now), LifetimeMinutes: sess.LifetimeMinutes(now),
+			})
+		}
+		return out, nil
+	}))
+	d.Register("session.close", method(func(ctx context.Context, p closeParams) (any, error) {
+		if p.SessionID == "" {
+			return nil, &invalidParams{`"sessionId" is required`}
+		}
+		if err := s.CloseSession(ctx, p.SessionID); err != nil {
+			return nil, err
+		}
+		return closeResult{SessionID: p.SessionID, Closed: true}, nil
+	}))
+}
+
+// method adapts a typed function to a JSON-RPC handler: params are decoded
+// into P, errors are mapped to JSON-RPC errors.
+func method[P any](f func(ctx context.Context, p P) (any, error)) jsonrpc.HandlerFunc {
+	return func(ctx context.Context, req *jsonrpc.Request) (any, error) {
+		var p P
+		if err := jsonrpc.DecodeParams(req.Params, &p); err != nil {
+			return nil, err
+		}
+		res, err := f(ctx, p)
+		return res, toRPC(err)
+	}
+}

@@ -1,0 +1,220 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/codebeaker/codebeaker/rpc/jsonrpc"
+	"github.com/codebeaker/codebeaker/sandbox"
+)
+
+// ServerOptions configure the HTTP and WebSocket side.
+type ServerOptions struct {
+	MaxMessageBytes    int64 // largest JSON-RPC frame accepted
+	MaxInFlightPerConn int   // frames of one connection handled at once
+	WriteTimeout       time.Duration
+}
+
+// Server serves /health and the JSON-RPC WebSocket endpoint.
+type Server struct {
+	svc      *Service
+	opts     ServerOptions
+	rpc      *jsonrpc.Dispatcher
+	upgrader websocket.Upgrader
+	logger   zerolog.Logger
+	nextConn atomic.Uint64
+
+	mu    sync.Mutex
+	conns map[*websocket.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// NewServer serves svc.
+func NewServer(svc *Service, opts ServerOptions) *Server {
+	if opts.MaxMessageBytes == 0 {
+		opts.MaxMessageBytes = 16 << 20
+	}
+	if opts.MaxInFlightPerConn == 0 {
+		opts.MaxInFlightPerConn = 64
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = 30 * time.Second
+	}
+	s := &Server{
+		svc:    svc,
+		opts:   opts,
+		logger: svc.cfg.Logger,
+		conns:  map[*websocket.Conn]struct{}{},
+		upgrader: websocket.Upgrader{
+			ReadBufferSize:  32 << 10,
+			WriteBufferSize: 32 << 10,
+			// Browser playgrounds on other origins are clients too; access
+			// control belongs to API keys, not to the Origin header.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+	s.rpc = &jsonrpc.Dispatcher{OnInternalError: func(ctx context.Context, req *jsonrpc.Request, err error) {
+		zerolog.Ctx(ctx).Error().Err(err).Str("method", req.Method).Msg("internal error")
+	}}
+	svc.register(s.rpc)
+	return s
+}
+
+// Register adds a method beside the session methods.
+func (s *Server) Register(method string, h jsonrpc.Handler) { s.rpc.Register(method, h) }
+
+// Handler returns the HTTP routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", s.serveHealth)
+	mux.HandleFunc("GET /ws/jsonrpc", s.serveWS)
+	return mux
+}
+
+// CloseConnections ends every WebSocket connection after the replies in
+// flight have been written.
+func (s *Server) CloseConnections() {
+	s.mu.Lock()
+	for c := range s.conns {
+		c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// Health is the body of GET /health.
+type Health struct {
+	Status   string                    `json:"status"` // ok, degraded (some runtime down) or unavailable
+	EventLog eventLogHealth            `json:"eventLog"`
+	Runtimes map[string]sandbox.Health `json:"runtimes"`
+	Sessions int                       `json:"sessions"`
+	Uptime   float64                   `json:"uptimeSeconds"`
+}
+
+type eventLogHealth struct {
+	Writable bool   `json:"writable"`
+	LastSeq  uint64 `json:"lastSeq"`
+	Error    string `json:"error,omitempty"`
+}
+
+// Health checks the log and every runtime.
+func (s *Service) Health(ctx context.Context) Health {
+	h := Health{Status: "ok", Runtimes: map[string]sandbox.Health{}, Sessions: len(s.view.List()), Uptime: time.Since(s.start).Seconds()}
+	seq, err := s.log.LastSeq()
+	h.EventLog = eventLogHealth{Writable: err == nil, LastSeq: seq}
+	if err != nil {
+		h.EventLog.Error = "event log cannot be read"
+	}
+	usable := 0
+	for kind, rt := range s.cfg.Runtimes {
+		rh := sandbox.Health{Available: true}
+		if r, ok := rt.(sandbox.HealthReporter); ok {
+			rh = r.Health(ctx)
+		}
+		h.Runtimes[kind] = rh
+		if rh.Available {
+			usable++
+		}
+	}
+	switch {
+	case !h.EventLog.Writable || usable == 0:
+		h.Status = "unavailable"
+	case usable < len(s.cfg.Runtimes):
+		h.Status = "degraded"
+	}
+	return h
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	h := s.svc.Health(ctx)
+	w.Header().Set("Content-Type", "application/json")
+	if h.Status == "unavailable" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	json.NewEncoder(w).Encode(h)
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered the client
+	}
+	connID := s.nextConn.Add(1)
+	logger := s.logger.With().Uint64("conn", connID).Str("remote", r.RemoteAddr).Logger()
+	ctx := logger.WithContext(context.WithoutCancel(r.Context()))
+	s.mu.Lock()
+	s.conns[conn] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, conn)
+		s.mu.Unlock()
+		conn.Close()
+		s.wg.Done()
+	}()
+	logger.Debug().Msg("connection opened")
+
+	// Frames a little over the limit are read and answered with an error;
+	// far over it, the connection is closed (1009) rather than read on.
+	conn.SetReadLimit(2 * s.opts.MaxMessageBytes)
+	var writeMu sync.Mutex
+	write := func(frame []byte) {
+		writeMu.Lock()
+		defer writeMu.Unlock()
+		conn.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+		if err := conn.WriteMessage(websocket.TextMessage, frame); err != nil {
+			logger.Debug().Err(err).Msg("cannot write a reply")
+		}
+	}
+	inFlight := make(chan struct{}, s.opts.MaxInFlightPerConn)
+	var handlers sync.WaitGroup
+	defer handlers.Wait()
+	for {
+		_, rd, err := conn.NextReader()
+		if err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway) && !errors.Is(err, io.EOF) {
+				logger.Debug().Err(err).Msg("connection ended")
+			}
+			return
+		}
+		frame, err := io.ReadAll(io.LimitReader(rd, s.opts.MaxMessageBytes+1))
+		if err != nil {
+			return
+		}
+		if int64(len(frame)) > s.opts.MaxMessageBytes {
+			if _, err := io.Copy(io.Discard, rd); err != nil {
+				return
+			}
+			write(tooLarge(s.opts.MaxMessageBytes))
+			continue
+		}
+		inFlight <- struct{}{}
+		handlers.Go(func() {
+			defer func() { <-inFlight }()
+			if reply := s.rpc.Handle(ctx, frame); reply != nil {
+				write(reply)
+			}
+		})
+	}
+}
+
+func tooLarge(limit int64) []byte {
+	reply, _ := json.Marshal(map[string]any{
+		"jsonrpc": "2.0", "id": nil,
+		"error": jsonrpc.NewError(CodeMessageTooLarge, "message too large", map[string]int64{"maxBytes": limit}),
+	})
+	return reply
+}

@@ -1,0 +1,486 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/rs/zerolog"
+
+	"github.com/codebeaker/codebeaker/eventlog"
+	"github.com/codebeaker/codebeaker/projection"
+	"github.com/codebeaker/codebeaker/sandbox"
+)
+
+// Limits bound everything a client can make large.
+type Limits struct {
+	MaxSessions         int           // open sessions at once
+	MaxQueuedCommands   int           // commands waiting in one session
+	DefaultTimeout      time.Duration // execute_shell/execute_code without timeoutMs
+	MaxTimeout          time.Duration // the most timeoutMs may ask for
+	OutputLimit         int           // bytes kept of each of stdout and stderr
+	MaxFileBytes        int64         // largest file written or read in one command
+	StoredOutputBytes   int           // output kept in the event log per stream
+	MaxListEntries      int           // entries list_directory returns
+	MaxMemoryMB         int           // the most memoryLimitMB may ask for
+	MaxIdleMinutes      float64
+	MaxLifetimeMinutes  float64
+	DefaultIdleMinutes  float64
+	DefaultLifetimeMins float64
+	DefaultMemoryMB     int
+	DefaultCPUShares    int
+	PidsLimit           int
+}
+
+// DefaultLimits are the limits of a service started with no flags.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxSessions:         64,
+		MaxQueuedCommands:   32,
+		DefaultTimeout:      30 * time.Second,
+		MaxTimeout:          10 * time.Minute,
+		OutputLimit:         1 << 20,
+		MaxFileBytes:        8 << 20,
+		StoredOutputBytes:   64 << 10,
+		MaxListEntries:      10000,
+		MaxMemoryMB:         8192,
+		MaxIdleMinutes:      24 * 60,
+		MaxLifetimeMinutes:  7 * 24 * 60,
+		DefaultIdleMinutes:  30,
+		DefaultLifetimeMins: 120,
+		DefaultMemoryMB:     512,
+		DefaultCPUShares:    1024,
+		PidsLimit:           256,
+	}
+}
+
+// Config configures a Service.
+type Config struct {
+	DataDir  string
+	Runtimes map[string]sandbox.Runtime // by kind: sandbox.KindDocker, ...
+	Limits   Limits
+	Logger   zerolog.Logger
+	// ReapInterval is how often idle and lifetime deadlines are checked.
+	ReapInterval time.Duration
+}
+
+// Service runs sessions: it turns requests into sandbox work and records
+// every step in the event log, from which its view of the sessions is
+// projected.
+type Service struct {
+	cfg   Config
+	log   *eventlog.Log
+	view  *projection.Sessions
+	start time.Time
+
+	mu       sync.Mutex
+	live     map[string]*liveSession // sessions with a sandbox in this process
+	creating int                     // creates under way, counted against MaxSessions
+	stopping bool
+
+	ctx    context.Context // ends when the service stops
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // reaper and closers
+}
+
+// liveSession is what this process holds for an open session: handles, not
+// state (state is in the projection).
+type liveSession struct {
+	id       string
+	lang     sandbox.Language
+	box      sandbox.Sandbox
+	ws       *sandbox.Workspace
+	queue    chan *job
+	ctx      context.Context // cancelled when the session closes
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when the worker has ended
+	closing  bool          // guarded by Service.mu
+	closedCh chan struct{} // closed when close has finished
+}
+
+// Open opens the event log in cfg.DataDir, rebuilds the projection from it
+// and cleans up sessions a previous process left open.
+func Open(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.ReapInterval == 0 {
+		cfg.ReapInterval = time.Second
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir %q: %w", cfg.DataDir, err)
+	}
+	cfg.DataDir = dataDir // sandboxes bind-mount workspaces by absolute path
+	s := &Service{cfg: cfg, view: projection.NewSessions(), live: map[string]*liveSession{}, start: time.Now()}
+	log, err := eventlog.Open(filepath.Join(cfg.DataDir, eventlog.FileName), eventlog.Options{OnCommit: s.applyCommitted})
+	if err != nil {
+		return nil, err
+	}
+	s.log = log
+	if err := log.Scan(0, s.view.Apply); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("replay %s: %w", log.Path(), err)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.cleanupLeftovers(ctx)
+	s.wg.Add(1)
+	go s.reaper()
+	return s, nil
+}
+
+func (s *Service) applyCommitted(events []eventlog.Event) {
+	for _, e := range events {
+		if err := s.view.Apply(e); err != nil {
+			s.cfg.Logger.Error().Err(err).Uint64("seq", e.Seq).Msg("projection cannot apply a committed event")
+		}
+	}
+}
+
+// Log returns the service's event log.
+func (s *Service) Log() *eventlog.Log { return s.log }
+
+// View returns the projection of the sessions.
+func (s *Service) View() *projection.Sessions { return s.view }
+
+// cleanupLeftovers closes sessions that a previous process left open: their
+// sandboxes do not belong to this process.
+func (s *Service) cleanupLeftovers(ctx context.Context) {
+	for _, sess := range s.view.List() {
+		logger := s.cfg.Logger.With().Str("session", sess.ID).Logger()
+		if sess.ContainerID != "" {
+			if c, ok := s.cfg.Runtimes[sess.Runtime].(interface {
+				Remove(ctx context.Context, id string) error
+			}); ok {
+				if err := c.Remove(ctx, sess.ContainerID); err != nil {
+					logger.Warn().Err(err).Msg("cannot remove a left-over container")
+				}
+			}
+		}
+		os.RemoveAll(s.workspaceDir(sess.ID))
+		if _, err := s.log.Append(ctx,
+			eventlog.Record{SessionID: sess.ID, Type: eventlog.SessionClosing, Data: eventlog.SessionClosingData{Reason: eventlog.ReasonServerRestart}},
+			eventlog.Record{SessionID: sess.ID, Type: eventlog.SessionClosed, Data: eventlog.SessionClosedData{Reason: eventlog.ReasonServerRestart}},
+		); err != nil {
+			logger.Error().Err(err).Msg("cannot record a left-over session as closed")
+			continue
+		}
+		logger.Info().Msg("closed a session left open by a previous run")
+	}
+}
+
+func (s *Service) workspaceDir(id string) string {
+	return filepath.Join(s.cfg.DataDir, "workspaces", id)
+}
+
+// Close stops the reaper, closes every open session, waiting for running
+// commands until ctx ends, and closes the log.
+func (s *Service) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.stopping = true
+	ids := make([]string, 0, len(s.live))
+	for id := range s.live {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	// Let running and queued commands finish, up to ctx's deadline.
+	for ctx.Err() == nil && s.busy() {
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	s.cancel()
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Go(func() { s.closeSession(ctx, id, eventlog.ReasonServerShutdown) })
+	}
+	wg.Wait()
+	s.wg.Wait()
+	return s.log.Close()
+}
+
+func (s *Service) busy() bool {
+	for _, sess := range s.view.List() {
+		if sess.Running {
+			return true
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.live {
+		if len(l.queue) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// CreateParams are the params of session.create.
+type CreateParams struct {
+	Language           string                `json:"language"`
+	IdleTimeoutMinutes *float64              `json:"idleTimeoutMinutes"`
+	MaxLifetimeMinutes *float64              `json:"maxLifetimeMinutes"`
+	MemoryLimitMB      *int                  `json:"memoryLimitMB"`
+	CPUShares          *int                  `json:"cpuShares"`
+	DockerImage        string                `json:"dockerImage"`
+	Permissions        *eventlog.Permissions `json:"permissions"`
+}
+
+// Create makes a session and its sandbox.
+func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Session, error) {
+	lang, cfg, err := s.sessionConfig(p)
+	if err != nil {
+		return projection.Session{}, err
+	}
+	runtime := s.cfg.Runtimes[lang.Kind]
+	if runtime == nil {
+		return projection.Session{}, fmt.Errorf("%w: the %s runtime is not configured on this server", sandbox.ErrUnavailable, lang.Kind)
+	}
+	perms, err := permissions(p.Permissions)
+	if err != nil {
+		return projection.Session{}, err
+	}
+	s.mu.Lock()
+	switch {
+	case s.stopping:
+		s.mu.Unlock()
+		return projection.Session{}, ErrShuttingDown
+	case len(s.live)+s.creating >= s.cfg.Limits.MaxSessions:
+		s.mu.Unlock()
+		return projection.Session{}, fmt.Errorf("%w: %d sessions are open, the most this server allows; close one first", ErrCapacity, s.cfg.Limits.MaxSessions)
+	}
+	s.creating++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.creating--
+		s.mu.Unlock()
+	}()
+
+	id := strings.ToLower(ulid.Make().String())
+	logger := s.cfg.Logger.With().Str("session", id).Logger()
+	ctx = logger.WithContext(ctx)
+	if _, err := s.log.Append(ctx, eventlog.Record{SessionID: id, Type: eventlog.SessionCreating, Data: eventlog.SessionCreatingData{
+		Language: lang.Name, Runtime: lang.Kind, Config: cfg,
+	}}); err != nil {
+		return projection.Session{}, err
+	}
+	box, ws, err := s.makeSandbox(ctx, id, lang, cfg, perms, runtime)
+	if err != nil {
+		logger.Warn().Err(err).Msg("session create failed")
+		if _, lerr := s.log.Append(context.WithoutCancel(ctx), eventlog.Record{SessionID: id, Type: eventlog.SessionCreateFailed,
+			Data: eventlog.SessionCreateFailedData{Error: err.Error()}}); lerr != nil {
+			return projection.Session{}, errors.Join(err, lerr)
+		}
+		return projection.Session{}, err
+	}
+	live := &liveSession{id: id, lang: lang, box: box, ws: ws, queue: make(chan *job, s.cfg.Limits.MaxQueuedCommands),
+		done: make(chan struct{}), closedCh: make(chan struct{})}
+	live.ctx, live.cancel = context.WithCancel(s.ctx)
+	if _, err := s.log.Append(context.WithoutCancel(ctx), eventlog.Record{SessionID: id, Type: eventlog.SessionCreated,
+		Data: eventlog.SessionCreatedData{ContainerID: box.ID(), Workspace: ws.Dir()}}); err != nil {
+		box.Close(ctx)
+		ws.Remove()
+		return projection.Session{}, err
+	}
+	s.mu.Lock()
+	s.live[id] = live
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.worker(live)
+	logger.Info().Str("language", lang.Name).Str("container", box.ID()).Msg("session created")
+	view, _ := s.view.Get(id)
+	return view, nil
+}
+
+func (s *Service) makeSandbox(ctx context.Context, id string, lang sandbox.Language, cfg eventlog.SessionConfig, perms sandbox.Permissions, runtime sandbox.Runtime) (sandbox.Sandbox, *sandbox.Workspace, error) {
+	ws, err := sandbox.OpenWorkspace(s.workspaceDir(id), sandboxUID, sandboxGID)
+	if err != nil {
+		return nil, nil, err
+	}
+	box, err := runtime.Create(ctx, sandbox.Spec{
+		SessionID: id, Language: lang, Image: cfg.Image, Workspace: ws.Dir(),
+		MemoryLimitMB: cfg.MemoryLimitMB, CPUShares: cfg.CPUShares, PidsLimit: cfg.PidsLimit, Permissions: perms,
+	})
+	if err != nil {
+		ws.Remove()
+		return nil, nil, err
+	}
+	return box, ws, nil
+}
+
+// The sandbox user of the runtime images owns workspace files.
+const sandboxUID, sandboxGID = 1000, 1000
+
+func (s *Service) sessionConfig(p CreateParams) (sandbox.Language, eventlog.SessionConfig, error) {
+	lim := s.cfg.Limits
+	if strings.TrimSpace(p.Language) == "" {
+		return sandbox.Language{}, eventlog.SessionConfig{}, &invalidParams{`"language" is required (python, javascript, go, csharp or deno)`}
+	}
+	lang, err := sandbox.LookupLanguage(p.Language)
+	if err != nil {
+		return lang, eventlog.SessionConfig{}, &invalidParams{err.Error()}
+	}
+	cfg := eventlog.SessionConfig{
+		IdleTimeoutMinutes: lim.DefaultIdleMinutes,
+		MaxLifetimeMinutes: lim.DefaultLifetimeMins,
+		MemoryLimitMB:      lim.DefaultMemoryMB,
+		CPUShares:          lim.DefaultCPUShares,
+		PidsLimit:          lim.PidsLimit,
+		Image:              lang.Image,
+	}
+	checks := []struct {
+		name     string
+		v        *float64
+		min, max float64
+		dst      *float64
+	}{
+		{"idleTimeoutMinutes", p.IdleTimeoutMinutes, 0, lim.MaxIdleMinutes, &cfg.IdleTimeoutMinutes},
+		{"maxLifetimeMinutes", p.MaxLifetimeMinutes, 0, lim.MaxLifetimeMinutes, &cfg.MaxLifetimeMinutes},
+	}
+	for _, c := range checks {
+		if c.v == nil {
+			continue
+		}
+		if !(*c.v > c.min && *c.v <= c.max) {
+			return lang, cfg, &invalidParams{fmt.Sprintf("%q must be more than %g and at most %g minutes", c.name, c.min, c.max)}
+		}
+		*c.dst = *c.v
+	}
+	if p.MemoryLimitMB != nil {
+		if *p.MemoryLimitMB < 16 || *p.MemoryLimitMB > lim.MaxMemoryMB {
+			return lang, cfg, &invalidParams{fmt.Sprintf(`"memoryLimitMB" must be between 16 and %d`, lim.MaxMemoryMB)}
+		}
+		cfg.MemoryLimitMB = *p.MemoryLimitMB
+	}
+	if p.CPUShares != nil {
+		if *p.CPUShares < 2 || *p.CPUShares > 262144 {
+			return lang, cfg, &invalidParams{`"cpuShares" must be between 2 and 262144`}
+		}
+		cfg.CPUShares = *p.CPUShares
+	}
+	if p.DockerImage != "" {
+		if lang.Kind != sandbox.KindDocker {
+			return lang, cfg, &invalidParams{fmt.Sprintf(`"dockerImage" applies only to Docker languages, not %s`, lang.Name)}
+		}
+		cfg.Image = p.DockerImage
+	}
+	if p.Permissions != nil {
+		if lang.Kind != sandbox.KindDeno {
+			return lang, cfg, &invalidParams{fmt.Sprintf(`"permissions" applies only to deno sessions, not %s`, lang.Name)}
+		}
+		cfg.Permissions = p.Permissions
+	}
+	return lang, cfg, nil
+}
+
+// Close closes a session at the client's request.
+func (s *Service) CloseSession(ctx context.Context, id string) error {
+	if err := s.closeSession(ctx, id, eventlog.ReasonClient); err != nil {
+		return err
+	}
+	return nil
+}
+
+// closeSession tears one session down: the first caller does the work,
+// later ones wait for it.
+func (s *Service) closeSession(ctx context.Context, id, reason string) error {
+	s.mu.Lock()
+	live := s.live[id]
+	if live == nil {
+		s.mu.Unlock()
+		return s.missing(id)
+	}
+	if live.closing {
+		s.mu.Unlock()
+		<-live.closedCh
+		return nil
+	}
+	live.closing = true
+	s.mu.Unlock()
+	defer close(live.closedCh)
+
+	logger := s.cfg.Logger.With().Str("session", id).Str("reason", reason).Logger()
+	ctx = context.WithoutCancel(ctx)
+	if _, err := s.log.Append(ctx, eventlog.Record{SessionID: id, Type: eventlog.SessionClosing, Data: eventlog.SessionClosingData{Reason: reason}}); err != nil {
+		logger.Error().Err(err).Msg("cannot record session closing")
+	}
+	live.cancel() // kills a running command and fails the queued ones
+	<-live.done
+	var problems []string
+	if err := live.box.Close(ctx); err != nil {
+		logger.Error().Err(err).Msg("cannot remove the sandbox")
+		problems = append(problems, "sandbox: "+err.Error())
+	}
+	if err := live.ws.Remove(); err != nil {
+		logger.Error().Err(err).Msg("cannot delete the workspace")
+		problems = append(problems, "workspace: could not be deleted")
+	}
+	s.mu.Lock()
+	delete(s.live, id)
+	s.mu.Unlock()
+	if _, err := s.log.Append(ctx, eventlog.Record{SessionID: id, Type: eventlog.SessionClosed,
+		Data: eventlog.SessionClosedData{Reason: reason, Error: strings.Join(problems, "; ")}}); err != nil {
+		logger.Error().Err(err).Msg("cannot record session closed")
+		return err
+	}
+	logger.Info().Msg("session closed")
+	return nil
+}
+
+// missing tells an unknown session from one that has closed.
+func (s *Service) missing(id string) error {
+	if ok, err := s.log.HasSession(id); err != nil {
+		return err
+	} else if ok {
+		return fmt.Errorf("%w: session %s has closed", ErrSessionClosed, id)
+	}
+	return fmt.Errorf("%w: no session with id %q", ErrSessionNotFound, id)
+}
+
+// reaper closes sessions whose idle timeout or lifetime has passed.
+func (s *Service) reaper() {
+	defer s.wg.Done()
+	tick := time.NewTicker(s.cfg.ReapInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-tick.C:
+			s.reap(now)
+		}
+	}
+}
+
+func (s *Service) reap(now time.Time) {
+	for _, sess := range s.view.List() {
+		reason := ""
+		switch {
+		case sess.State == projection.Creating || sess.State == projection.Closing:
+			continue
+		case now.After(sess.LifetimeDeadline()):
+			reason = eventlog.ReasonMaxLifetime
+		case !sess.Running && now.After(sess.IdleDeadline()):
+			reason = eventlog.ReasonIdleTimeout
+		default:
+			continue
+		}
+		s.mu.Lock()
+		live := s.live[sess.ID]
+		busy := live == nil || live.closing || (reason == eventlog.ReasonIdleTimeout && len(live.queue) > 0)
+		s.mu.Unlock()
+		if busy {
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.closeSession(s.ctx, sess.ID, reason)
+		}()
+	}
+}

@@ -1,0 +1,13 @@
+// Package docker runs sessions in Docker containers, one per session,
+// reused for every command.
+//
+// A container's placeholder process (sleep, under docker's init) runs as
+// root with no capabilities; every command runs through exec as the
+// unprivileged sandbox user. Killing a command is then one exec of
+// `kill -KILL -1` as that user: it ends every process the command started,
+// however deep or detached, and cannot touch the placeholder, so the
+// container lives on for the next command.
+//
+// Every container carries LabelSession, so a reconciler can find the ones a
+// crashed server left behind.
+package docker

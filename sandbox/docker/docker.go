@@ -1,0 +1,366 @@
+package docker
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/errdefs"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/codebeaker/codebeaker/sandbox"
+)
+
+// Labels on every container this package makes.
+const (
+	LabelSession = "io.codebeaker.session"
+	LabelManaged = "io.codebeaker.managed"
+)
+
+// SandboxUser runs every command; the runtime images create it.
+const SandboxUser = "1000:1000"
+
+// SandboxUID and SandboxGID own the workspace folders bound into containers.
+const SandboxUID, SandboxGID = 1000, 1000
+
+// apiTimeout bounds every Docker API call that is not waiting for a
+// command: a hung engine must not hang a session forever.
+const apiTimeout = 30 * time.Second
+
+// killGrace is how long output may keep flowing after a kill before the
+// stream is cut.
+const killGrace = 5 * time.Second
+
+// Runtime makes containers through the Docker Engine API.
+type Runtime struct {
+	api *client.Client
+}
+
+// New connects to the engine named by the environment (DOCKER_HOST, or the
+// local socket).
+func New() (*Runtime, error) {
+	api, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker: make client: %w", err)
+	}
+	return &Runtime{api: api}, nil
+}
+
+// Close releases the client.
+func (r *Runtime) Close() error { return r.api.Close() }
+
+// Ping checks that the engine answers.
+func (r *Runtime) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := r.api.Ping(ctx); err != nil {
+		return fmt.Errorf("%w: docker engine not reachable (is dockerd running?)", sandbox.ErrUnavailable)
+	}
+	return nil
+}
+
+// ImageExists reports whether the engine has the image locally.
+func (r *Runtime) ImageExists(ctx context.Context, image string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	_, err := r.api.ImageInspect(ctx, image)
+	if errdefs.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Create makes and starts the container of one session.
+func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	if ok, err := r.ImageExists(ctx, spec.Image); err != nil {
+		return nil, fmt.Errorf("%w: docker engine: %v", sandbox.ErrUnavailable, err)
+	} else if !ok {
+		return nil, fmt.Errorf("%w: image %q is not on this host (build it with scripts/build-runtime-images.sh, or docker build/load it)", sandbox.ErrImageNotFound, spec.Image)
+	}
+	mem := int64(spec.MemoryLimitMB) << 20
+	pids := int64(spec.PidsLimit)
+	initProcess := true
+	cfg := &container.Config{
+		Image:      spec.Image,
+		Cmd:        []string{"sleep", "infinity"},
+		User:       "0:0", // the placeholder only; see the package comment
+		WorkingDir: sandbox.WorkspaceDir,
+		Labels:     map[string]string{LabelSession: spec.SessionID, LabelManaged: "true"},
+	}
+	host := &container.HostConfig{
+		NetworkMode: "none",
+		Init:        &initProcess,
+		CapDrop:     []string{"ALL"},
+		SecurityOpt: []string{"no-new-privileges"},
+		Resources: container.Resources{
+			Memory:     mem,
+			MemorySwap: mem, // no swap beyond the limit
+			CPUShares:  int64(spec.CPUShares),
+			PidsLimit:  &pids,
+		},
+		Mounts:    []mount.Mount{{Type: mount.TypeBind, Source: spec.Workspace, Target: sandbox.WorkspaceDir}},
+		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "1m"}},
+	}
+	created, err := r.api.ContainerCreate(ctx, cfg, host, nil, nil, "codebeaker-"+strings.ToLower(spec.SessionID))
+	if err != nil {
+		return nil, fmt.Errorf("%w: create container: %v", sandbox.ErrUnavailable, err)
+	}
+	c := &Container{api: r.api, id: created.ID}
+	if err := r.api.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		c.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("%w: start container: %v", sandbox.ErrUnavailable, err)
+	}
+	return c, nil
+}
+
+// Container is one session's sandbox.
+type Container struct {
+	api *client.Client
+	id  string
+
+	mu       sync.Mutex
+	oomKills int64 // the cgroup's OOM kill count seen last
+}
+
+// ID returns the container id.
+func (c *Container) ID() string { return c.id }
+
+// Close removes the container; a container already gone is not an error.
+func (c *Container) Close(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), apiTimeout)
+	defer cancel()
+	err := c.api.ContainerRemove(ctx, c.id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
+		return fmt.Errorf("docker: remove container %s: %w", shortID(c.id), err)
+	}
+	return nil
+}
+
+// Exec runs one process in the container as the sandbox user.
+func (c *Container) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result, error) {
+	start := time.Now()
+	res := sandbox.Result{}
+	execID, stream, err := c.start(ctx, p)
+	if err != nil {
+		return res, err
+	}
+	defer stream.Close()
+
+	if len(p.Stdin) > 0 {
+		go func() {
+			stream.Conn.Write(p.Stdin)
+			stream.CloseWrite()
+		}()
+	}
+	stdout := &sandbox.CappedBuffer{Limit: p.OutputLimit}
+	stderr := &sandbox.CappedBuffer{Limit: p.OutputLimit}
+	copied := make(chan error, 1)
+	go func() {
+		_, err := stdcopy.StdCopy(stdout, stderr, stream.Reader)
+		copied <- err
+	}()
+
+	var timeout <-chan time.Time
+	if p.Timeout > 0 {
+		t := time.NewTimer(p.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	killed := false
+	select {
+	case <-copied:
+	case <-timeout:
+		res.TimedOut, killed = true, true
+	case <-ctx.Done():
+		killed = true
+	}
+	if killed {
+		if err := c.killAll(context.WithoutCancel(ctx)); err != nil {
+			return res, err
+		}
+		select {
+		case <-copied:
+		case <-time.After(killGrace):
+			stream.Close()
+			<-copied
+		}
+	}
+	res.Duration = time.Since(start)
+	res.Stdout, res.StdoutBytes, res.StdoutTruncated = stdout.Bytes(), stdout.Total(), stdout.Truncated()
+	res.Stderr, res.StderrBytes, res.StderrTruncated = stderr.Bytes(), stderr.Total(), stderr.Truncated()
+
+	exit, err := c.exitCode(context.WithoutCancel(ctx), execID)
+	if err != nil {
+		return res, err
+	}
+	res.ExitCode = exit
+	if exit == 137 && !killed {
+		res.OOMKilled = c.sawOOMKill(context.WithoutCancel(ctx))
+	}
+	if !killed && ctx.Err() != nil {
+		return res, ctx.Err()
+	}
+	return res, nil
+}
+
+func (c *Container) start(ctx context.Context, p sandbox.Process) (string, *hijacked, error) {
+	callCtx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	created, err := c.api.ContainerExecCreate(callCtx, c.id, container.ExecOptions{
+		User:         SandboxUser,
+		AttachStdin:  len(p.Stdin) > 0,
+		AttachStdout: true,
+		AttachStderr: true,
+		Env:          p.Env,
+		WorkingDir:   p.Dir,
+		Cmd:          p.Args,
+	})
+	if err != nil {
+		return "", nil, c.engineError("start command", err)
+	}
+	resp, err := c.api.ContainerExecAttach(callCtx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return "", nil, c.engineError("attach to command", err)
+	}
+	return created.ID, &hijacked{Conn: resp.Conn, Reader: resp.Reader, resp: &resp}, nil
+}
+
+// hijacked keeps the attach stream; Close may be called more than once.
+type hijacked struct {
+	Conn   io.Writer
+	Reader *bufio.Reader
+	resp   interface {
+		Close()
+		CloseWrite() error
+	}
+	once sync.Once
+}
+
+func (h *hijacked) Close()            { h.once.Do(h.resp.Close) }
+func (h *hijacked) CloseWrite() error { return h.resp.CloseWrite() }
+
+func (c *Container) engineError(what string, err error) error {
+	if errdefs.IsNotFound(err) {
+		return fmt.Errorf("%w: %s: the session's container %s is gone", sandbox.ErrUnavailable, what, shortID(c.id))
+	}
+	if errdefs.IsConflict(err) {
+		return fmt.Errorf("%w: %s: the session's container %s is not running", sandbox.ErrUnavailable, what, shortID(c.id))
+	}
+	return fmt.Errorf("%w: %s: %v", sandbox.ErrUnavailable, what, err)
+}
+
+// killAll ends every process of the sandbox user in the container.
+func (c *Container) killAll(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	out, exit, err := c.run(ctx, SandboxUser, "sh", "-c", "kill -KILL -1")
+	// kill(-1) also signals the shell running it, which is the expected end.
+	if err != nil {
+		return fmt.Errorf("docker: kill the command's processes: %w", err)
+	}
+	if exit != 0 && exit != 137 {
+		return fmt.Errorf("docker: kill the command's processes: exit %d: %s", exit, out)
+	}
+	return nil
+}
+
+// exitCode waits for the exec to be reported finished and returns its code.
+func (c *Container) exitCode(ctx context.Context, execID string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		info, err := c.api.ContainerExecInspect(ctx, execID)
+		if err != nil {
+			return 0, c.engineError("read the command's exit code", err)
+		}
+		if !info.Running {
+			return info.ExitCode, nil
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return 0, fmt.Errorf("docker: command still running after its output ended: %w", ctx.Err())
+		}
+	}
+}
+
+// sawOOMKill reports whether the container's memory cgroup killed a process
+// since the last look. Read only after a SIGKILL nobody here sent, so the
+// common path costs nothing.
+func (c *Container) sawOOMKill(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	// cgroup v2 first, then v1.
+	out, _, err := c.run(ctx, SandboxUser, "sh", "-c", "cat /sys/fs/cgroup/memory.events 2>/dev/null || cat /sys/fs/cgroup/memory/memory.oom_control")
+	if err != nil {
+		return false
+	}
+	var kills int64
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" {
+			kills, _ = strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := kills > c.oomKills
+	c.oomKills = kills
+	return seen
+}
+
+// run executes a short helper command and returns its combined output.
+func (c *Container) run(ctx context.Context, user string, args ...string) (string, int, error) {
+	created, err := c.api.ContainerExecCreate(ctx, c.id, container.ExecOptions{User: user, AttachStdout: true, AttachStderr: true, Cmd: args})
+	if err != nil {
+		return "", 0, c.engineError("run "+args[0], err)
+	}
+	resp, err := c.api.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return "", 0, c.engineError("run "+args[0], err)
+	}
+	defer resp.Close()
+	var out strings.Builder
+	if _, err := stdcopy.StdCopy(&out, &out, io.LimitReader(resp.Reader, 1<<20)); err != nil && !errors.Is(err, io.EOF) {
+		return out.String(), 0, err
+	}
+	exit, err := c.exitCode(ctx, created.ID)
+	return out.String(), exit, err
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// Remove removes a container by id, as Close does; for containers a
+// previous run of the server made.
+func (r *Runtime) Remove(ctx context.Context, id string) error {
+	return (&Container{api: r.api, id: id}).Close(ctx)
+}
+
+// Health reports whether the engine answers and which language images it
+// has.
+func (r *Runtime) Health(ctx context.Context) sandbox.Health {
+	if err := r.Ping(ctx); err != nil {
+		return sandbox.Health{Error: "docker engine not reachable"}
+	}
+	h := sandbox.Health{Available: true, Images: map[string]bool{}}
+	for _, l := range sandbox.Languages(sandbox.KindDocker) {
+		ok, err := r.ImageExists(ctx, l.Image)
+		h.Images[l.Name] = ok && err == nil
+	}
+	return h
+}

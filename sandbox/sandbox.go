@@ -1,0 +1,84 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors a runtime reports; rpc maps them to client errors.
+var (
+	ErrUnavailable   = errors.New("sandbox: runtime unavailable")
+	ErrImageNotFound = errors.New("sandbox: image not found")
+)
+
+// Spec describes the sandbox of one session.
+type Spec struct {
+	SessionID     string
+	Language      Language
+	Image         string // container image; empty for process runtimes
+	Workspace     string // host folder seen inside the sandbox as WorkspaceDir
+	MemoryLimitMB int
+	CPUShares     int
+	PidsLimit     int
+	Permissions   Permissions // process runtimes only
+}
+
+// Permissions are Deno-style grants: nil means none, an empty non-nil list
+// means all, a list names what is allowed.
+type Permissions struct {
+	Read, Write, Net, Env []string
+}
+
+// Runtime makes sandboxes of one kind.
+type Runtime interface {
+	// Create makes and starts a sandbox. It removes what it made if it fails.
+	Create(ctx context.Context, spec Spec) (Sandbox, error)
+}
+
+// Sandbox is one session's isolated place to run processes.
+type Sandbox interface {
+	// ID names the sandbox to its runtime (a container id); empty for none.
+	ID() string
+	// Exec runs one process to completion, or until its timeout or ctx ends,
+	// killing everything it started. An error means the process could not be
+	// run or waited for; a process that ran and failed is a Result.
+	Exec(ctx context.Context, p Process) (Result, error)
+	// Close stops the sandbox and frees what it holds. It is idempotent.
+	Close(ctx context.Context) error
+}
+
+// Process is one program to run in a sandbox.
+type Process struct {
+	Args        []string // Args[0] is the program, looked up in the sandbox's PATH
+	Dir         string   // working directory inside the sandbox
+	Env         []string // KEY=VALUE added to the sandbox's environment
+	Stdin       []byte
+	Timeout     time.Duration
+	OutputLimit int // bytes kept of each of stdout and stderr
+}
+
+// Result is how a process ended.
+type Result struct {
+	ExitCode        int
+	Stdout, Stderr  []byte
+	StdoutBytes     int64 // bytes the process wrote, kept or not
+	StderrBytes     int64
+	StdoutTruncated bool
+	StderrTruncated bool
+	TimedOut        bool
+	OOMKilled       bool
+	Duration        time.Duration
+}
+
+// Health is what /health says about a runtime.
+type Health struct {
+	Available bool            `json:"available"`
+	Error     string          `json:"error,omitempty"`
+	Images    map[string]bool `json:"images,omitempty"` // language -> its default image is present
+}
+
+// HealthReporter is a runtime that can say whether it can serve.
+type HealthReporter interface {
+	Health(ctx context.Context) Health
+}

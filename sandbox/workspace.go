@@ -1,0 +1,334 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Workspace is a session's folder on the host, seen as WorkspaceDir inside
+// its sandbox. Every path goes through os.Root: a path or symlink that leads
+// outside is refused, never followed.
+type Workspace struct {
+	dir      string
+	root     *os.Root
+	uid, gid int // owner of what the server creates, so the sandbox user can change it
+}
+
+// OpenWorkspace opens (creating it if needed) the folder dir, owned by
+// uid:gid (-1 keeps the current owner).
+func OpenWorkspace(dir string, uid, gid int) (*Workspace, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create workspace: %w", err)
+	}
+	if err := os.Lchown(dir, uid, gid); err != nil {
+		return nil, fmt.Errorf("give workspace to the sandbox user: %w", err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open workspace: %w", err)
+	}
+	return &Workspace{dir: dir, root: root, uid: uid, gid: gid}, nil
+}
+
+// Dir is the workspace's host folder.
+func (w *Workspace) Dir() string { return w.dir }
+
+// Close releases the folder; it does not delete it.
+func (w *Workspace) Close() error { return w.root.Close() }
+
+// Remove closes the workspace and deletes its folder.
+func (w *Workspace) Remove() error {
+	w.root.Close()
+	return os.RemoveAll(w.dir)
+}
+
+// PathError is a file command that failed for a reason the client caused or
+// can act on; its message is meant for the client.
+type PathError struct{ Msg string }
+
+func (e *PathError) Error() string { return e.Msg }
+
+func pathErrorf(format string, args ...any) error {
+	return &PathError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// Rel turns a client path ("/workspace/a/b", "a/b", "./a/../a/b") into a
+// path relative to the workspace, or refuses one that leads outside it.
+func Rel(p string) (string, error) {
+	if p == "" {
+		return "", pathErrorf("path is empty")
+	}
+	if strings.IndexByte(p, 0) >= 0 {
+		return "", pathErrorf("path %q contains a NUL byte", p)
+	}
+	if path.IsAbs(p) {
+		if p != WorkspaceDir && !strings.HasPrefix(p, WorkspaceDir+"/") {
+			return "", pathErrorf("path %s is outside %s", p, WorkspaceDir)
+		}
+		p = strings.TrimPrefix(p, WorkspaceDir)
+		p = strings.TrimPrefix(p, "/")
+		if p == "" {
+			p = "."
+		}
+	}
+	rel := path.Clean(p)
+	if rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", pathErrorf("path %s is outside %s", p, WorkspaceDir)
+	}
+	return rel, nil
+}
+
+// Display is how a relative path is shown to the client.
+func Display(rel string) string {
+	if rel == "." {
+		return WorkspaceDir
+	}
+	return WorkspaceDir + "/" + rel
+}
+
+// clientError turns an os error on rel into words for the client. Errors
+// that are not the client's doing are returned as they are.
+func clientError(rel string, err error) error {
+	shown := Display(rel)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		return pathErrorf("File not found: %s", shown)
+	case errors.Is(err, fs.ErrExist):
+		return pathErrorf("already exists: %s", shown)
+	case errors.Is(err, fs.ErrPermission):
+		return pathErrorf("permission denied: %s", shown)
+	case errors.Is(err, syscall.EISDIR):
+		return pathErrorf("is a directory: %s", shown)
+	case errors.Is(err, syscall.ENOTDIR):
+		return pathErrorf("not a directory: %s", shown)
+	case errors.Is(err, syscall.ENOTEMPTY):
+		return pathErrorf("directory not empty: %s", shown)
+	case errors.Is(err, syscall.ENOSPC):
+		return pathErrorf("no space left for %s", shown)
+	case errors.Is(err, syscall.ELOOP), strings.Contains(err.Error(), "path escapes from parent"):
+		return pathErrorf("path %s leads outside %s (through a symlink)", shown, WorkspaceDir)
+	}
+	return err
+}
+
+// WriteFile writes data to the file at client path p, replacing it, or
+// appending to it when appendMode is set. Missing parent folders are made.
+func (w *Workspace) WriteFile(p string, data []byte, appendMode bool) (string, error) {
+	rel, err := Rel(p)
+	if err != nil {
+		return "", err
+	}
+	if rel == "." {
+		return "", pathErrorf("is a directory: %s", WorkspaceDir)
+	}
+	if err := w.mkdirAll(path.Dir(rel)); err != nil {
+		return "", err
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if appendMode {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	}
+	f, err := w.root.OpenFile(rel, flags, 0o644)
+	if err != nil {
+		return "", clientError(rel, err)
+	}
+	_, werr := f.Write(data)
+	cerr := f.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		return "", clientError(rel, err)
+	}
+	return Display(rel), clientError(rel, w.root.Lchown(rel, w.uid, w.gid))
+}
+
+// ReadFile reads the file at client path p, refusing one larger than limit.
+func (w *Workspace) ReadFile(p string, limit int64) ([]byte, error) {
+	rel, err := Rel(p)
+	if err != nil {
+		return nil, err
+	}
+	f, err := w.root.Open(rel)
+	if err != nil {
+		return nil, clientError(rel, err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, clientError(rel, err)
+	}
+	if info.IsDir() {
+		return nil, pathErrorf("is a directory: %s", Display(rel))
+	}
+	if !info.Mode().IsRegular() {
+		return nil, pathErrorf("not a regular file: %s", Display(rel))
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, clientError(rel, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, pathErrorf("file %s is larger than the read limit of %d bytes", Display(rel), limit)
+	}
+	return data, nil
+}
+
+// MkdirAll makes the folder at client path p and its parents.
+func (w *Workspace) MkdirAll(p string) (string, error) {
+	rel, err := Rel(p)
+	if err != nil {
+		return "", err
+	}
+	return Display(rel), w.mkdirAll(rel)
+}
+
+func (w *Workspace) mkdirAll(rel string) error {
+	if rel == "." {
+		return nil
+	}
+	if info, err := w.root.Stat(rel); err == nil {
+		if !info.IsDir() {
+			return pathErrorf("not a directory: %s", Display(rel))
+		}
+		return nil
+	}
+	if err := w.mkdirAll(path.Dir(rel)); err != nil {
+		return err
+	}
+	if err := w.root.Mkdir(rel, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return clientError(rel, err)
+	}
+	return clientError(rel, w.root.Lchown(rel, w.uid, w.gid))
+}
+
+// CheckDir returns the in-sandbox path of the folder at client path p, or
+// an error if it is not a folder inside the workspace.
+func (w *Workspace) CheckDir(p string) (string, error) {
+	rel, err := Rel(p)
+	if err != nil {
+		return "", err
+	}
+	info, err := w.root.Stat(rel)
+	if err != nil {
+		return "", clientError(rel, err)
+	}
+	if !info.IsDir() {
+		return "", pathErrorf("not a directory: %s", Display(rel))
+	}
+	return Display(rel), nil
+}
+
+// Copy copies a regular file and returns the bytes copied.
+func (w *Workspace) Copy(src, dst string) (srcShown, dstShown string, n int64, err error) {
+	srcRel, err := Rel(src)
+	if err != nil {
+		return "", "", 0, err
+	}
+	dstRel, err := Rel(dst)
+	if err != nil {
+		return "", "", 0, err
+	}
+	in, err := w.root.Open(srcRel)
+	if err != nil {
+		return "", "", 0, clientError(srcRel, err)
+	}
+	defer in.Close()
+	if info, err := in.Stat(); err != nil || !info.Mode().IsRegular() {
+		if err != nil {
+			return "", "", 0, clientError(srcRel, err)
+		}
+		return "", "", 0, pathErrorf("not a regular file: %s", Display(srcRel))
+	}
+	if err := w.mkdirAll(path.Dir(dstRel)); err != nil {
+		return "", "", 0, err
+	}
+	out, err := w.root.OpenFile(dstRel, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return "", "", 0, clientError(dstRel, err)
+	}
+	n, err = io.Copy(out, in)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", "", 0, clientError(dstRel, err)
+	}
+	return Display(srcRel), Display(dstRel), n, clientError(dstRel, w.root.Lchown(dstRel, w.uid, w.gid))
+}
+
+// Delete removes a file, a symlink (not its target) or a folder with all it
+// holds. The workspace itself cannot be deleted.
+func (w *Workspace) Delete(p string) (string, error) {
+	rel, err := Rel(p)
+	if err != nil {
+		return "", err
+	}
+	if rel == "." {
+		return "", pathErrorf("cannot delete the workspace itself")
+	}
+	info, err := w.root.Lstat(rel)
+	if err != nil {
+		return "", clientError(rel, err)
+	}
+	if info.IsDir() {
+		err = w.root.RemoveAll(rel)
+	} else {
+		err = w.root.Remove(rel)
+	}
+	return Display(rel), clientError(rel, err)
+}
+
+// Entry is one item of a folder listing.
+type Entry struct {
+	Name       string    `json:"name"`
+	Type       string    `json:"type"` // file, directory or symlink
+	Size       int64     `json:"size"`
+	ModifiedAt time.Time `json:"modifiedAt"`
+}
+
+// List returns up to limit entries of the folder at client path p, sorted
+// by name, and whether more were left out.
+func (w *Workspace) List(p string, limit int) (string, []Entry, bool, error) {
+	rel, err := Rel(p)
+	if err != nil {
+		return "", nil, false, err
+	}
+	dir, err := w.root.Open(rel)
+	if err != nil {
+		return "", nil, false, clientError(rel, err)
+	}
+	defer dir.Close()
+	items, err := dir.ReadDir(-1)
+	if err != nil {
+		return "", nil, false, clientError(rel, err)
+	}
+	slices.SortFunc(items, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+	more := len(items) > limit
+	if more {
+		items = items[:limit]
+	}
+	entries := make([]Entry, 0, len(items))
+	for _, it := range items {
+		info, err := it.Info()
+		if err != nil {
+			continue // removed while listing
+		}
+		kind := "file"
+		switch {
+		case info.Mode()&fs.ModeSymlink != 0:
+			kind = "symlink"
+		case info.IsDir():
+			kind = "directory"
+		}
+		entries = append(entries, Entry{Name: it.Name(), Type: kind, Size: info.Size(), ModifiedAt: info.ModTime().UTC()})
+	}
+	return Display(rel), entries, more, nil
+}
