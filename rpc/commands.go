@@ -226,7 +226,9 @@ func (s *Service) runCommand(ctx context.Context, l *liveSession, c *command) (o
 			return failed(err), nil
 		}
 		r, err := l.box.Exec(ctx, proc)
-		if err != nil {
+		if errors.Is(err, sandbox.ErrCannotStart) {
+			return failed(err), nil
+		} else if err != nil {
 			return outcome{}, err
 		}
 		o := processOutcome(r, proc.Timeout)
@@ -252,7 +254,9 @@ func (s *Service) runCommand(ctx context.Context, l *liveSession, c *command) (o
 			return failed(err), nil
 		}
 		r, err := l.box.Exec(ctx, proc)
-		if err != nil {
+		if errors.Is(err, sandbox.ErrCannotStart) {
+			return failed(err), nil
+		} else if err != nil {
 			return outcome{}, err
 		}
 		o := processOutcome(r, proc.Timeout)
@@ -330,8 +334,6 @@ func processOutcome(r sandbox.Result, timeout time.Duration) outcome {
 		o.err = fmt.Sprintf("timed out after %s: the command and everything it started were killed", timeout)
 	case r.OOMKilled:
 		o.err = "killed: the session's memory limit was reached (out of memory)"
-	case r.ExitCode == 126 || r.ExitCode == 127:
-		o.err = fmt.Sprintf("exit code %d: %s", r.ExitCode, firstLine(r.Stdout, r.Stderr))
 	case r.ExitCode != 0:
 		o.err = fmt.Sprintf("exit code %d", r.ExitCode)
 	}
@@ -342,15 +344,6 @@ func processOutcome(r sandbox.Result, timeout time.Duration) outcome {
 		Stdout: string(r.Stdout), Stderr: string(r.Stderr),
 	}
 	return o
-}
-
-func firstLine(outs ...[]byte) string {
-	for _, out := range outs {
-		if line, _, _ := strings.Cut(strings.TrimSpace(text(out)), "\n"); line != "" {
-			return line
-		}
-	}
-	return "the program could not be started"
 }
 
 // text makes output safe to put in a JSON string: invalid UTF-8 is replaced.

@@ -10,6 +10,10 @@ import (
 var (
 	ErrUnavailable   = errors.New("sandbox: runtime unavailable")
 	ErrImageNotFound = errors.New("sandbox: image not found")
+	// ErrCannotStart is a program that could not be started: not found,
+	// not executable. The client's doing, so a failed command, not a
+	// server error.
+	ErrCannotStart = errors.New("cannot start")
 )
 
 // Spec describes the sandbox of one session.

@@ -2,6 +2,7 @@ package docker
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -205,6 +206,9 @@ func (c *Container) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result
 		return res, err
 	}
 	res.ExitCode = exit
+	if (exit == 126 || exit == 127) && bytes.HasPrefix(res.Stdout, []byte("OCI runtime exec failed")) {
+		return res, fmt.Errorf("%w %q: %s", sandbox.ErrCannotStart, p.Args[0], startFailure(string(res.Stdout)))
+	}
 	if exit == 137 && !killed {
 		res.OOMKilled = c.sawOOMKill(context.WithoutCancel(ctx))
 	}
@@ -336,6 +340,16 @@ func (c *Container) run(ctx context.Context, user string, args ...string) (strin
 	}
 	exit, err := c.exitCode(ctx, created.ID)
 	return out.String(), exit, err
+}
+
+// startFailure turns the engine's exec error into its reason.
+func startFailure(msg string) string {
+	for _, reason := range []string{"executable file not found in $PATH", "permission denied", "no such file or directory", "not a directory"} {
+		if strings.Contains(msg, reason) {
+			return reason
+		}
+	}
+	return strings.TrimSpace(strings.TrimPrefix(msg, "OCI runtime exec failed: exec failed: "))
 }
 
 func shortID(id string) string {

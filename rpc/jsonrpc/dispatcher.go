@@ -1,0 +1,264 @@
+package jsonrpc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"unicode/utf8"
+)
+
+// Request is one decoded call.
+type Request struct {
+	Method string
+	// Params is the raw "params" member: an object, an array, or nil when
+	// absent. Decode it with DecodeParams.
+	Params json.RawMessage
+	// ID is the raw "id" member as sent (a string, a number or null), or nil
+	// for a notification.
+	ID json.RawMessage
+}
+
+// IsNotification reports whether the request has no "id" member, in which
+// case no response is sent.
+func (r *Request) IsNotification() bool { return r.ID == nil }
+
+// Handler runs one call and returns its result, which is encoded as JSON, or
+// an error. An *Error (also when wrapped) is sent as is; any other error is
+// sent as -32603 Internal error and reported to Dispatcher.OnInternalError.
+type Handler interface {
+	ServeRPC(ctx context.Context, req *Request) (any, error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, req *Request) (any, error)
+
+// ServeRPC calls f(ctx, req).
+func (f HandlerFunc) ServeRPC(ctx context.Context, req *Request) (any, error) { return f(ctx, req) }
+
+// Dispatcher routes calls to handlers by method name. The zero value is ready
+// to use. Register every method before the first Handle; after that Handle
+// may be called from any number of goroutines.
+type Dispatcher struct {
+	// MaxBatch is the most requests a batch may hold; 0 means 100. A longer
+	// batch is refused as a whole with one Invalid Request.
+	MaxBatch int
+	// BatchConcurrency is the most elements of one batch that run at once;
+	// 0 means 16.
+	BatchConcurrency int
+	// OnInternalError receives what clients are not shown: errors that are not
+	// *Error, recovered panics (with their stack) and encoding failures. It
+	// may be called concurrently. When nil, the standard logger is used.
+	OnInternalError func(ctx context.Context, req *Request, err error)
+
+	methods map[string]Handler
+}
+
+// Register routes method to h. It panics on an empty name, a nil handler, a
+// duplicate, or a name starting with "rpc." (reserved by the specification).
+func (d *Dispatcher) Register(method string, h Handler) {
+	switch {
+	case method == "" || h == nil:
+		panic("jsonrpc: Register needs a method name and a handler")
+	case strings.HasPrefix(method, "rpc."):
+		panic("jsonrpc: method names starting with \"rpc.\" are reserved: " + method)
+	case d.methods[method] != nil:
+		panic("jsonrpc: method registered twice: " + method)
+	}
+	if d.methods == nil {
+		d.methods = make(map[string]Handler)
+	}
+	d.methods[method] = h
+}
+
+// Handle takes one frame (a message or a batch) and returns the reply frame,
+// or nil when nothing must be sent: a notification, or a batch of only
+// notifications. It returns once every handler the frame started has
+// returned. The caller bounds the frame size.
+func (d *Dispatcher) Handle(ctx context.Context, frame []byte) []byte {
+	frame = bytes.TrimLeft(frame, " \t\r\n")
+	// JSON between systems must be UTF-8 (RFC 8259), and ids are echoed into
+	// a WebSocket text frame, which must be UTF-8 too.
+	if !utf8.Valid(frame) || !json.Valid(frame) {
+		return d.reply(ctx, &Request{}, nil, errParse)
+	}
+	if frame[0] != '[' {
+		req, err := parse(frame)
+		if err != nil {
+			return d.reply(ctx, req, nil, err)
+		}
+		return d.call(ctx, req)
+	}
+
+	var elems []json.RawMessage
+	if err := json.Unmarshal(frame, &elems); err != nil { // unreachable after json.Valid
+		return d.reply(ctx, &Request{}, nil, errParse)
+	}
+	limit := orDefault(d.MaxBatch, 100)
+	switch {
+	case len(elems) == 0:
+		return d.reply(ctx, &Request{}, nil, invalidRequest("empty batch"))
+	case len(elems) > limit:
+		return d.reply(ctx, &Request{}, nil, invalidRequest(
+			fmt.Sprintf("batch of %d requests exceeds the limit of %d", len(elems), limit)))
+	}
+
+	replies := make([][]byte, len(elems))
+	sem := make(chan struct{}, orDefault(d.BatchConcurrency, 16))
+	var wg sync.WaitGroup
+	for i, elem := range elems {
+		req, err := parse(elem)
+		if err != nil {
+			replies[i] = d.reply(ctx, req, nil, err)
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			replies[i] = d.call(ctx, req)
+		})
+	}
+	wg.Wait()
+
+	replies = slices.DeleteFunc(replies, func(r []byte) bool { return r == nil })
+	if len(replies) == 0 {
+		return nil
+	}
+	out := append([]byte{'['}, bytes.Join(replies, []byte{','})...)
+	return append(out, ']')
+}
+
+// parse checks one message against the specification's Request object. On
+// error the returned request still carries the id if a valid one was read,
+// so that the Invalid Request reply can echo it.
+func parse(raw json.RawMessage) (*Request, *Error) {
+	req := &Request{}
+	var m map[string]json.RawMessage
+	if first(raw) != '{' || json.Unmarshal(raw, &m) != nil {
+		return req, invalidRequest("request must be an object")
+	}
+	if id, ok := m["id"]; ok {
+		switch c := first(id); {
+		case c == '"' || c == 'n' || c == '-' || '0' <= c && c <= '9':
+			req.ID = id
+		default:
+			return req, invalidRequest(`"id" must be a string, a number or null`)
+		}
+	}
+	var version string
+	if json.Unmarshal(m["jsonrpc"], &version) != nil || version != "2.0" {
+		return req, invalidRequest(`"jsonrpc" must be "2.0"`)
+	}
+	if first(m["method"]) != '"' || json.Unmarshal(m["method"], &req.Method) != nil {
+		return req, invalidRequest(`"method" must be a string`)
+	}
+	if p, ok := m["params"]; ok {
+		if c := first(p); c != '{' && c != '[' {
+			return req, invalidRequest(`"params" must be an object or an array`)
+		}
+		req.Params = p
+	}
+	return req, nil
+}
+
+// first returns the first byte of a JSON value, or 0 when there is none.
+func first(raw json.RawMessage) byte {
+	raw = bytes.TrimLeft(raw, " \t\r\n")
+	if len(raw) == 0 {
+		return 0
+	}
+	return raw[0]
+}
+
+// call runs a valid request and returns its response, nil for a notification.
+func (d *Dispatcher) call(ctx context.Context, req *Request) (reply []byte) {
+	h := d.methods[req.Method]
+	if h == nil {
+		if req.IsNotification() {
+			return nil
+		}
+		return d.reply(ctx, req, nil, NewError(CodeMethodNotFound, "Method not found", nil))
+	}
+	// The recover also covers encoding, which runs the result's MarshalJSON.
+	defer func() {
+		if p := recover(); p != nil {
+			d.internal(ctx, req, fmt.Errorf("jsonrpc: method %q panicked: %v\n%s", req.Method, p, debug.Stack()))
+			if !req.IsNotification() {
+				reply = d.reply(ctx, req, nil, errInternal)
+			}
+		}
+	}()
+	result, err := h.ServeRPC(ctx, req)
+	if e, ok := err.(*Error); ok && e == nil {
+		err = nil // "return v, DecodeParams(...)" with no error yields a typed nil
+	}
+	var rpcErr *Error
+	if err != nil && (!errors.As(err, &rpcErr) || rpcErr == nil) {
+		d.internal(ctx, req, err)
+		rpcErr = errInternal
+	}
+	if req.IsNotification() {
+		return nil
+	}
+	return d.reply(ctx, req, result, rpcErr)
+}
+
+// Two shapes because "result" must be present, even as null, exactly when
+// "error" is absent.
+type success struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"` // nil encodes as null
+	Result  any             `json:"result"`
+}
+
+type failure struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Error   *Error          `json:"error"`
+}
+
+func (d *Dispatcher) reply(ctx context.Context, req *Request, result any, rpcErr *Error) []byte {
+	var v any = success{"2.0", req.ID, result}
+	if rpcErr != nil {
+		v = failure{"2.0", req.ID, rpcErr}
+	}
+	b, err := encode(v)
+	if err != nil {
+		d.internal(ctx, req, fmt.Errorf("jsonrpc: cannot encode the response to %q: %w", req.Method, err))
+		b, _ = encode(failure{"2.0", req.ID, errInternal}) // cannot fail: the id was valid JSON
+	}
+	return b
+}
+
+// encode is json.Marshal without HTML escaping: replies are not embedded in
+// HTML, and program output full of \u003c is hard to read.
+func encode(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
+}
+
+func (d *Dispatcher) internal(ctx context.Context, req *Request, err error) {
+	if d.OnInternalError != nil {
+		d.OnInternalError(ctx, req, err)
+		return
+	}
+	log.Printf("jsonrpc: %s: %v", req.Method, err)
+}
+
+func orDefault(n, def int) int {
+	if n <= 0 {
+		return def
+	}
+	return n
+}
