@@ -39,30 +39,41 @@ func (s *Service) Execute(ctx context.Context, sessionID string, raw json.RawMes
 		return Envelope{}, err
 	}
 	j := &job{cmd: cmd, raw: raw, reply: make(chan jobResult, 1)}
+	if err := s.enqueue(ctx, sessionID, j); err != nil {
+		return Envelope{}, err
+	}
+	// The command runs and is recorded even if the client goes away: it was
+	// accepted.
+	r := <-j.reply
+	return r.env, r.err
+}
+
+// enqueue queues j in its session, in the order of the client's frames.
+func (s *Service) enqueue(ctx context.Context, sessionID string, j *job) error {
+	t := turnOf(ctx)
+	t.wait()
+	defer t.admitted()
 	s.mu.Lock()
 	live := s.live[sessionID]
 	switch {
 	case s.stopping:
 		s.mu.Unlock()
-		return Envelope{}, ErrShuttingDown
+		return ErrShuttingDown
 	case live == nil:
 		s.mu.Unlock()
-		return Envelope{}, s.missing(sessionID)
+		return s.missing(sessionID)
 	case live.closing:
 		s.mu.Unlock()
-		return Envelope{}, fmt.Errorf("%w: session %s is closing", ErrSessionClosed, sessionID)
+		return fmt.Errorf("%w: session %s is closing", ErrSessionClosed, sessionID)
 	}
 	select {
 	case live.queue <- j:
 	default:
 		s.mu.Unlock()
-		return Envelope{}, fmt.Errorf("%w: session %s already has %d commands waiting", ErrCapacity, sessionID, cap(live.queue))
+		return fmt.Errorf("%w: session %s already has %d commands waiting", ErrCapacity, sessionID, cap(live.queue))
 	}
 	s.mu.Unlock()
-	// The command runs and is recorded even if the client goes away: it was
-	// accepted.
-	r := <-j.reply
-	return r.env, r.err
+	return nil
 }
 
 // worker runs a session's commands one at a time until the session closes.
@@ -104,9 +115,9 @@ func (s *Service) runJob(l *liveSession, j *job) jobResult {
 		// client gets a failed command, the log gets why.
 		o = outcome{err: "could not run the command: " + clientText(runErr)}
 		s.cfg.Logger.Error().Err(runErr).Str("session", l.id).Str("command", j.cmd.Type).Msg("command failed to run")
-		if l.ctx.Err() != nil {
-			o.err = "the session was closed while the command ran"
-		}
+	}
+	if l.ctx.Err() != nil && !o.success {
+		o.err = "the session was closed while the command ran"
 	}
 	env := Envelope{Success: o.success, Result: o.result, DurationMs: took.Milliseconds()}
 	if !o.success {

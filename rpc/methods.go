@@ -74,7 +74,7 @@ func (s *Service) register(d *jsonrpc.Dispatcher) {
 			Config: sessionConfigView{c.IdleTimeoutMinutes, c.MaxLifetimeMinutes, c.MemoryLimitMB, c.CPUShares, c.PidsLimit, c.Image},
 		}, nil
 	}))
-	d.Register("session.execute", method(func(ctx context.Context, p executeParams) (any, error) {
+	d.Register("session.execute", orderedMethod(func(ctx context.Context, p executeParams) (any, error) {
 		if p.SessionID == "" {
 			return nil, &invalidParams{`"sessionId" is required`}
 		}
@@ -105,8 +105,19 @@ func (s *Service) register(d *jsonrpc.Dispatcher) {
 }
 
 // method adapts a typed function to a JSON-RPC handler: params are decoded
-// into P, errors are mapped to JSON-RPC errors.
+// into P, errors are mapped to JSON-RPC errors. Its call does not take part
+// in the connection's command order, so the next frame may go at once.
 func method[P any](f func(ctx context.Context, p P) (any, error)) jsonrpc.HandlerFunc {
+	ordered := orderedMethod(f)
+	return func(ctx context.Context, req *jsonrpc.Request) (any, error) {
+		turnOf(ctx).admitted()
+		return ordered(ctx, req)
+	}
+}
+
+// orderedMethod is method for calls that queue work in a session: f must
+// call turnOf(ctx).wait before queueing and admitted after.
+func orderedMethod[P any](f func(ctx context.Context, p P) (any, error)) jsonrpc.HandlerFunc {
 	return func(ctx context.Context, req *jsonrpc.Request) (any, error) {
 		var p P
 		if err := jsonrpc.DecodeParams(req.Params, &p); err != nil {

@@ -180,6 +180,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	inFlight := make(chan struct{}, s.opts.MaxInFlightPerConn)
+	var last *turn
 	var handlers sync.WaitGroup
 	defer handlers.Wait()
 	for {
@@ -202,9 +203,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		inFlight <- struct{}{}
+		t := nextTurn(last)
+		last = t
 		handlers.Go(func() {
 			defer func() { <-inFlight }()
-			if reply := s.rpc.Handle(ctx, frame); reply != nil {
+			defer t.admitted()
+			if reply := s.rpc.Handle(withTurn(ctx, t), frame); reply != nil {
 				write(reply)
 			}
 		})

@@ -1,0 +1,339 @@
+package rpc_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/codebeaker/codebeaker/projection"
+	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/sandbox"
+	"github.com/codebeaker/codebeaker/sandbox/docker"
+)
+
+// testServer is a real service on a real bbolt file and Docker engine,
+// served over HTTP on loopback.
+type testServer struct {
+	t      *testing.T
+	svc    *rpc.Service
+	server *rpc.Server
+	http   *httptest.Server
+	url    string
+}
+
+type serverOption func(*rpc.Config, *rpc.ServerOptions)
+
+func newTestServer(t *testing.T, opts ...serverOption) *testServer {
+	t.Helper()
+	rt, err := docker.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Ping(context.Background()); err != nil {
+		t.Fatalf("%v: these tests need a Docker engine: run scripts/ensure-docker.sh", err)
+	}
+	cfg := rpc.Config{
+		DataDir:      t.TempDir(),
+		Runtimes:     map[string]sandbox.Runtime{sandbox.KindDocker: rt},
+		Limits:       rpc.DefaultLimits(),
+		Logger:       zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+		ReapInterval: 100 * time.Millisecond,
+	}
+	var sopts rpc.ServerOptions
+	for _, o := range opts {
+		o(&cfg, &sopts)
+	}
+	svc, err := rpc.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{t: t, svc: svc}
+	ts.server = rpc.NewServer(svc, sopts)
+	ts.http = httptest.NewServer(ts.server.Handler())
+	ts.url = "ws" + strings.TrimPrefix(ts.http.URL, "http") + "/ws/jsonrpc"
+	t.Cleanup(func() {
+		// The projection the service kept live must be what the log says.
+		rebuilt, err := projection.Rebuild(svc.Log())
+		if err != nil {
+			t.Errorf("rebuild projection: %v", err)
+		} else if live, again := svc.View().List(), rebuilt.List(); !reflect.DeepEqual(live, again) {
+			t.Errorf("projection rebuilt from the log differs from the live one:\nlive    %+v\nrebuilt %+v", live, again)
+		}
+		ids := map[string]bool{}
+		for _, s := range svc.View().List() {
+			ids[s.ID] = true
+		}
+		ts.http.Close()
+		ts.server.CloseConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := svc.Close(ctx); err != nil {
+			t.Errorf("close service: %v", err)
+		}
+		for id := range ids {
+			if c := containersOf(t, id); len(c) > 0 {
+				t.Errorf("session %s left containers behind after shutdown: %v", id, c)
+			}
+		}
+		rt.Close()
+	})
+	return ts
+}
+
+// containersOf lists the containers (running or not) labelled with a
+// session id.
+func containersOf(t *testing.T, sessionID string) []string {
+	t.Helper()
+	api, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	list, err := api.ContainerList(context.Background(), container.ListOptions{All: true,
+		Filters: filters.NewArgs(filters.Arg("label", docker.LabelSession+"="+sessionID))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, c := range list {
+		ids = append(ids, c.ID)
+	}
+	return ids
+}
+
+// wsClient is a JSON-RPC client over a real WebSocket connection. Replies
+// are matched to calls by id, so calls may run concurrently.
+type wsClient struct {
+	t      *testing.T
+	conn   *websocket.Conn
+	nextID atomic.Int64
+
+	writeMu sync.Mutex
+	mu      sync.Mutex
+	waiting map[string]chan json.RawMessage
+	frames  chan []byte // replies that match no call (batches, id null)
+	done    chan struct{}
+}
+
+func (ts *testServer) dial() *wsClient {
+	ts.t.Helper()
+	conn, _, err := websocket.DefaultDialer.Dial(ts.url, nil)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	c := &wsClient{t: ts.t, conn: conn, waiting: map[string]chan json.RawMessage{}, frames: make(chan []byte, 64), done: make(chan struct{})}
+	go c.read()
+	ts.t.Cleanup(func() { conn.Close(); <-c.done })
+	return c
+}
+
+func (c *wsClient) read() {
+	defer close(c.done)
+	for {
+		_, frame, err := c.conn.ReadMessage()
+		if err != nil {
+			close(c.frames)
+			return
+		}
+		var probe struct {
+			ID json.RawMessage `json:"id"`
+		}
+		if json.Unmarshal(frame, &probe) == nil && len(probe.ID) > 0 && string(probe.ID) != "null" {
+			c.mu.Lock()
+			ch := c.waiting[string(probe.ID)]
+			delete(c.waiting, string(probe.ID))
+			c.mu.Unlock()
+			if ch != nil {
+				ch <- frame
+				continue
+			}
+		}
+		c.frames <- frame
+	}
+}
+
+// send writes one raw frame.
+func (c *wsClient) send(frame string) {
+	c.t.Helper()
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if err := c.conn.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// next returns the next frame that did not answer a call made with call.
+func (c *wsClient) next(timeout time.Duration) []byte {
+	c.t.Helper()
+	select {
+	case f, ok := <-c.frames:
+		if !ok {
+			c.t.Fatal("connection closed")
+		}
+		return f
+	case <-time.After(timeout):
+		c.t.Fatalf("no frame within %s", timeout)
+		return nil
+	}
+}
+
+// response is a decoded JSON-RPC response.
+type response struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Result  json.RawMessage `json:"result"`
+	Error   *rpcError       `json:"error"`
+}
+
+type rpcError struct {
+	Code    int             `json:"code"`
+	Message string          `json:"message"`
+	Data    json.RawMessage `json:"data"`
+}
+
+func (e *rpcError) String() string { return fmt.Sprintf("%d %s %s", e.Code, e.Message, e.Data) }
+
+// call sends a request and waits for its response.
+func (c *wsClient) call(method string, params any) response {
+	c.t.Helper()
+	id := fmt.Sprint(c.nextID.Add(1))
+	ch := make(chan json.RawMessage, 1)
+	c.mu.Lock()
+	c.waiting[id] = ch
+	c.mu.Unlock()
+	req, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(id), "method": method, "params": params})
+	c.send(string(req))
+	select {
+	case frame := <-ch:
+		var r response
+		if err := json.Unmarshal(frame, &r); err != nil {
+			c.t.Fatalf("bad response %s: %v", frame, err)
+		}
+		return r
+	case <-time.After(3 * time.Minute):
+		c.t.Fatalf("no response to %s within 3 minutes", method)
+		return response{}
+	}
+}
+
+// ok calls and fails the test on a JSON-RPC error; it decodes the result
+// into out if given.
+func (c *wsClient) ok(method string, params any, out any) json.RawMessage {
+	c.t.Helper()
+	r := c.call(method, params)
+	if r.Error != nil {
+		c.t.Fatalf("%s: error %s", method, r.Error)
+	}
+	if out != nil {
+		if err := json.Unmarshal(r.Result, out); err != nil {
+			c.t.Fatalf("%s: decode result %s: %v", method, r.Result, err)
+		}
+	}
+	return r.Result
+}
+
+// rpcErr calls and expects a JSON-RPC error with code.
+func (c *wsClient) rpcErr(method string, params any, code int) *rpcError {
+	c.t.Helper()
+	r := c.call(method, params)
+	if r.Error == nil {
+		c.t.Fatalf("%s: want error %d, got result %s", method, code, r.Result)
+	}
+	if r.Error.Code != code {
+		c.t.Fatalf("%s: want error %d, got %s", method, code, r.Error)
+	}
+	return r.Error
+}
+
+// envelope is session.execute's result.
+type envelope struct {
+	Success    bool            `json:"success"`
+	Result     json.RawMessage `json:"result"`
+	Error      *string         `json:"error"`
+	DurationMs *int64          `json:"durationMs"`
+}
+
+type shellResult struct {
+	ExitCode        int    `json:"exitCode"`
+	Stdout          string `json:"stdout"`
+	Stderr          string `json:"stderr"`
+	DurationMs      *int64 `json:"durationMs"`
+	TimedOut        bool   `json:"timedOut"`
+	OOMKilled       bool   `json:"oomKilled"`
+	StdoutTruncated bool   `json:"stdoutTruncated"`
+}
+
+func (c *wsClient) create(params map[string]any) string {
+	c.t.Helper()
+	var res struct {
+		SessionID string `json:"sessionId"`
+	}
+	c.ok("session.create", params, &res)
+	if res.SessionID == "" {
+		c.t.Fatal("session.create returned no sessionId")
+	}
+	return res.SessionID
+}
+
+func (c *wsClient) exec(sessionID string, command map[string]any) envelope {
+	c.t.Helper()
+	var env envelope
+	raw := c.ok("session.execute", map[string]any{"sessionId": sessionID, "command": command}, &env)
+	if env.DurationMs == nil || !strings.Contains(string(raw), `"error":`) {
+		c.t.Fatalf("execute envelope lacks durationMs or error: %s", raw)
+	}
+	return env
+}
+
+// mustSucceed executes and fails the test unless the command succeeded.
+func (c *wsClient) mustSucceed(sessionID string, command map[string]any) envelope {
+	c.t.Helper()
+	env := c.exec(sessionID, command)
+	if !env.Success {
+		msg := "<nil>"
+		if env.Error != nil {
+			msg = *env.Error
+		}
+		c.t.Fatalf("%v failed: %s (result %s)", command["type"], msg, env.Result)
+	}
+	return env
+}
+
+func (c *wsClient) shell(sessionID, program string, args ...string) shellResult {
+	c.t.Helper()
+	env := c.exec(sessionID, map[string]any{"type": "execute_shell", "commandName": program, "args": args})
+	var r shellResult
+	if err := json.Unmarshal(env.Result, &r); err != nil {
+		c.t.Fatalf("shell result %s: %v", env.Result, err)
+	}
+	return r
+}
+
+// keys returns the member names of a JSON object, sorted.
+func keys(t *testing.T, raw json.RawMessage) []string {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("not an object: %s", raw)
+	}
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
