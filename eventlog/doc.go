@@ -22,6 +22,8 @@
 // session id, the time (RFC 3339, UTC, nanoseconds), the type, the payload's
 // schema version ("v") and the payload itself ("data"). Payloads are read
 // through migrations.Upcast, so consumers always see the current shape.
+// The writer gives the seq, ULID and time when it commits, so ULIDs are
+// strictly increasing in seq order, across restarts too.
 //
 // # Durability
 //

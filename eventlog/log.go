@@ -51,12 +51,14 @@ type Log struct {
 
 	closeOnce sync.Once
 
-	idMu    sync.Mutex
+	// Owned by the writer: ids are made in commit order, so they increase
+	// with the seqs.
 	entropy *ulid.MonotonicEntropy
+	lastID  ulid.ULID // the newest id in the file
 }
 
 type appendReq struct {
-	events []Event // Seq filled in by the writer
+	events []Event // Seq, ID and Time filled in by the writer
 	result chan error
 }
 
@@ -85,6 +87,11 @@ func Open(path string, opts Options) (*Log, error) {
 		db.Close()
 		return nil, fmt.Errorf("eventlog: %s: %w", path, err)
 	}
+	lastID, err := newestID(db)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("eventlog: %s: %w", path, err)
+	}
 	l := &Log{
 		db:      db,
 		path:    path,
@@ -92,6 +99,7 @@ func Open(path string, opts Options) (*Log, error) {
 		appends: make(chan *appendReq),
 		done:    make(chan struct{}),
 		entropy: ulid.Monotonic(rand.Reader, 0),
+		lastID:  lastID,
 	}
 	l.wg.Add(1)
 	go l.writer()
@@ -116,17 +124,17 @@ func (l *Log) Close() error {
 // Append stores records as consecutive events and returns them once they
 // are durable. Either all of them are stored or none.
 func (l *Log) Append(ctx context.Context, recs ...Record) ([]Event, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
 	req := &appendReq{events: make([]Event, len(recs)), result: make(chan error, 1)}
-	now := time.Now().UTC()
 	for i, r := range recs {
 		data, err := json.Marshal(r.Data)
 		if err != nil {
 			return nil, fmt.Errorf("eventlog: encode %s payload: %w", r.Type, err)
 		}
 		req.events[i] = Event{
-			ID:        l.newID(now),
 			SessionID: r.SessionID,
-			Time:      now,
 			Type:      r.Type,
 			Version:   CurrentVersion,
 			Data:      data,
@@ -148,10 +156,40 @@ func (l *Log) Append(ctx context.Context, recs ...Record) ([]Event, error) {
 	return req.events, nil
 }
 
+// newID returns an id above every id in the file, even if the clock went
+// back or a previous run made an id in this millisecond. Only the writer
+// calls it.
 func (l *Log) newID(t time.Time) ulid.ULID {
-	l.idMu.Lock()
-	defer l.idMu.Unlock()
-	return ulid.MustNew(ulid.Timestamp(t), l.entropy)
+	ms := max(ulid.Timestamp(t), l.lastID.Time())
+	id := ulid.MustNew(ms, l.entropy)
+	if id.Compare(l.lastID) <= 0 {
+		id = l.lastID
+		for i := len(id) - 1; i >= 0; i-- { // id+1, big-endian
+			if id[i]++; id[i] != 0 {
+				break
+			}
+		}
+	}
+	l.lastID = id
+	return id
+}
+
+// newestID reads the id of the last event in the file.
+func newestID(db *bolt.DB) (ulid.ULID, error) {
+	var last struct {
+		ID ulid.ULID `json:"id"`
+	}
+	err := db.View(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(migrations.BucketEvents).Cursor().Last()
+		if k == nil {
+			return nil
+		}
+		if err := json.Unmarshal(v, &last); err != nil {
+			return fmt.Errorf("event %d is unreadable: %w", binary.BigEndian.Uint64(k), err)
+		}
+		return nil
+	})
+	return last.ID, err
 }
 
 // writer is the only goroutine that writes to the file. It takes every
@@ -186,6 +224,14 @@ func (l *Log) writer() {
 }
 
 func (l *Log) commit(batch []*appendReq) ([]Event, error) {
+	// Ids and times are given here, in commit order, not when Append was
+	// called: appenders reach the writer in any order.
+	now := time.Now().UTC()
+	for _, r := range batch {
+		for i := range r.events {
+			r.events[i].ID, r.events[i].Time = l.newID(now), now
+		}
+	}
 	var committed []Event
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		committed = committed[:0]

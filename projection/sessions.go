@@ -75,7 +75,6 @@ type Sessions struct {
 	mu      sync.RWMutex
 	open    map[string]*Session
 	lastSeq uint64
-	closed  uint64 // count of sessions that reached Closed
 }
 
 // NewSessions returns an empty projection.
@@ -116,7 +115,10 @@ func (p *Sessions) Apply(e eventlog.Event) error {
 		s.ContainerID, s.Workspace = d.ContainerID, d.Workspace
 		s.State, s.LastActivity = Active, e.Time
 	case eventlog.CommandStarted:
-		s.Running, s.State, s.LastActivity = true, Active, e.Time
+		s.Running, s.LastActivity = true, e.Time
+		if s.State != Closing { // a command taken just before the close began
+			s.State = Active
+		}
 	case eventlog.CommandCompleted:
 		s.Running, s.LastActivity = false, e.Time
 		s.ExecutionCount++
@@ -131,7 +133,6 @@ func (p *Sessions) Apply(e eventlog.Event) error {
 		s.State, s.CloseReason = Closing, d.Reason
 	case eventlog.SessionClosed, eventlog.SessionCreateFailed:
 		delete(p.open, e.SessionID)
-		p.closed++
 	}
 	return nil
 }

@@ -28,7 +28,7 @@ import (
 // testServer is a real service on a real bbolt file and Docker engine,
 // served over HTTP on loopback.
 type testServer struct {
-	t      *testing.T
+	t      testing.TB
 	svc    *rpc.Service
 	server *rpc.Server
 	http   *httptest.Server
@@ -37,7 +37,7 @@ type testServer struct {
 
 type serverOption func(*rpc.Config, *rpc.ServerOptions)
 
-func newTestServer(t *testing.T, opts ...serverOption) *testServer {
+func newTestServer(t testing.TB, opts ...serverOption) *testServer {
 	t.Helper()
 	rt, err := docker.New()
 	if err != nil {
@@ -96,7 +96,7 @@ func newTestServer(t *testing.T, opts ...serverOption) *testServer {
 
 // containersOf lists the containers (running or not) labelled with a
 // session id.
-func containersOf(t *testing.T, sessionID string) []string {
+func containersOf(t testing.TB, sessionID string) []string {
 	t.Helper()
 	api, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
@@ -118,7 +118,7 @@ func containersOf(t *testing.T, sessionID string) []string {
 // wsClient is a JSON-RPC client over a real WebSocket connection. Replies
 // are matched to calls by id, so calls may run concurrently.
 type wsClient struct {
-	t      *testing.T
+	t      testing.TB
 	conn   *websocket.Conn
 	nextID atomic.Int64
 
@@ -324,7 +324,7 @@ func (c *wsClient) shell(sessionID, program string, args ...string) shellResult 
 }
 
 // keys returns the member names of a JSON object, sorted.
-func keys(t *testing.T, raw json.RawMessage) []string {
+func keys(t testing.TB, raw json.RawMessage) []string {
 	t.Helper()
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {

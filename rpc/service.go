@@ -285,6 +285,10 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 		Data: eventlog.SessionCreatedData{ContainerID: box.ID(), Workspace: ws.Dir()}}); err != nil {
 		box.Close(ctx)
 		ws.Remove()
+		// Best effort: if the log takes nothing now, the next start closes
+		// the session as left over.
+		s.log.Append(context.WithoutCancel(ctx), eventlog.Record{SessionID: id, Type: eventlog.SessionCreateFailed,
+			Data: eventlog.SessionCreateFailedData{Error: "could not record the session as created"}})
 		return projection.Session{}, err
 	}
 	s.mu.Lock()

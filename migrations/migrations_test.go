@@ -1,0 +1,293 @@
+package migrations_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/codebeaker/codebeaker/migrations"
+)
+
+// layoutCase tests one migration: before builds the file as the previous
+// layout left it, after checks it once the migration has run.
+type layoutCase struct {
+	before func(t *testing.T, tx *bolt.Tx)
+	after  func(t *testing.T, tx *bolt.Tx)
+}
+
+// layoutCases has one case per migration, by Version.
+var layoutCases = map[int]layoutCase{
+	1: {
+		before: func(t *testing.T, tx *bolt.Tx) {}, // a new, empty file
+		after: func(t *testing.T, tx *bolt.Tx) {
+			for _, name := range [][]byte{migrations.BucketMeta, migrations.BucketEvents, migrations.BucketSessionEvents} {
+				b := tx.Bucket(name)
+				if b == nil {
+					t.Errorf("bucket %s missing", name)
+					continue
+				}
+				if name := string(name); name != "meta" && b.Stats().KeyN != 0 {
+					t.Errorf("new bucket %s is not empty", name)
+				}
+			}
+		},
+	},
+}
+
+type upcastKey struct {
+	Type string
+	From int
+}
+
+// upcastCase tests one upcaster: in is a stored payload at From, want its
+// shape at From+1.
+type upcastCase struct {
+	in, want string
+}
+
+// upcastCases has one case per upcaster.
+var upcastCases = map[upcastKey]upcastCase{}
+
+// TestEveryStepIsTested runs every migration and upcaster on its case and
+// fails when one has none.
+func TestEveryStepIsTested(t *testing.T) {
+	if len(layoutCases) != len(migrations.All) {
+		t.Errorf("%d layout test cases for %d migrations: every migration needs exactly one", len(layoutCases), len(migrations.All))
+	}
+	if len(upcastCases) != len(migrations.Upcasters) {
+		t.Errorf("%d upcast test cases for %d upcasters: every upcaster needs exactly one", len(upcastCases), len(migrations.Upcasters))
+	}
+
+	for i, m := range migrations.All {
+		if m.Version != i+1 {
+			t.Errorf("migration %d has Version %d: versions must run 1, 2, 3...", i, m.Version)
+		}
+		t.Run(fmt.Sprintf("layout%d", m.Version), func(t *testing.T) {
+			tc, ok := layoutCases[m.Version]
+			if !ok {
+				t.Fatalf("migration %d (%s) has no test case", m.Version, m.Description)
+			}
+			db := openDB(t, filepath.Join(t.TempDir(), "events.db"))
+			update(t, db, func(tx *bolt.Tx) error {
+				tc.before(t, tx)
+				if m.Version > 1 {
+					setLayout(t, tx, m.Version-1)
+				}
+				if v := migrations.Version(tx); v != m.Version-1 {
+					t.Fatalf("before: file has layout %d, want %d", v, m.Version-1)
+				}
+				return nil
+			})
+			update(t, db, func(tx *bolt.Tx) error {
+				if err := m.Apply(tx); err != nil {
+					t.Fatalf("migration %d: %v", m.Version, err)
+				}
+				tc.after(t, tx)
+				return nil
+			})
+		})
+	}
+
+	for _, u := range migrations.Upcasters {
+		key := upcastKey{u.Type, u.From}
+		t.Run(fmt.Sprintf("upcast-%s-%d", u.Type, u.From), func(t *testing.T) {
+			tc, ok := upcastCases[key]
+			if !ok {
+				t.Fatalf("upcaster %s from %d has no test case", u.Type, u.From)
+			}
+			got, err := u.Apply(json.RawMessage(tc.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !jsonEqual(t, got, []byte(tc.want)) {
+				t.Errorf("upcast %s from %d:\n got %s\nwant %s", u.Type, u.From, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRunNewFile(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "events.db"))
+	update(t, db, func(tx *bolt.Tx) error {
+		if v := migrations.Version(tx); v != 0 {
+			t.Errorf("a new file has layout %d, want 0", v)
+		}
+		from, err := migrations.Run(tx)
+		if err != nil || from != 0 {
+			t.Fatalf("Run on a new file = %d, %v; want 0, nil", from, err)
+		}
+		if v := migrations.Version(tx); v != migrations.LayoutVersion() {
+			t.Errorf("after Run the layout is %d, want %d", v, migrations.LayoutVersion())
+		}
+		return nil
+	})
+}
+
+func TestRunTwiceIsNoOp(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.db")
+	db := openDB(t, path)
+	update(t, db, func(tx *bolt.Tx) error { _, err := migrations.Run(tx); return err })
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	migrated := readFile(t, path)
+
+	// On a file at the current layout Run writes nothing: it succeeds in a
+	// read-only transaction of a read-only database.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.View(func(tx *bolt.Tx) error {
+		from, err := migrations.Run(tx)
+		if err == nil && from != migrations.LayoutVersion() {
+			err = fmt.Errorf("second Run found layout %d, want %d", from, migrations.LayoutVersion())
+		}
+		return err
+	})
+	if err := errors.Join(err, db.Close()); err != nil {
+		t.Fatalf("second Run: %v", err)
+	}
+	if !bytes.Equal(readFile(t, path), migrated) {
+		t.Error("the second Run changed the file")
+	}
+}
+
+func TestNewerLayoutRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.db")
+	db := openDB(t, path)
+	update(t, db, func(tx *bolt.Tx) error {
+		if _, err := migrations.Run(tx); err != nil {
+			return err
+		}
+		setLayout(t, tx, migrations.LayoutVersion()+1)
+		return nil
+	})
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	newer := readFile(t, path)
+
+	db = openDB(t, path)
+	err := db.Update(func(tx *bolt.Tx) error {
+		from, err := migrations.Run(tx)
+		if from != migrations.LayoutVersion()+1 {
+			t.Errorf("Run found layout %d, want %d", from, migrations.LayoutVersion()+1)
+		}
+		return err
+	})
+	if !errors.Is(err, migrations.ErrNewerLayout) {
+		t.Errorf("Run on a newer layout returned %v, want ErrNewerLayout", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readFile(t, path), newer) {
+		t.Error("Run changed a file it refused")
+	}
+}
+
+func TestUpcastCurrentVersionUnchanged(t *testing.T) {
+	in := json.RawMessage(`{"reason":"client", "extra": [1, 2]}`)
+	got, v, err := migrations.Upcast("SessionClosing", migrations.PayloadVersion, in)
+	if err != nil || v != migrations.PayloadVersion || !bytes.Equal(got, in) {
+		t.Errorf("Upcast at the current version = %s, %d, %v; want the data unchanged at %d", got, v, err, migrations.PayloadVersion)
+	}
+}
+
+// Upcast's stepping, with a step registered for the test: the one payload
+// version released so far has no upcaster to exercise it.
+func TestUpcastAppliesSteps(t *testing.T) {
+	saved := migrations.Upcasters
+	t.Cleanup(func() { migrations.Upcasters = saved })
+	broken := errors.New("cannot")
+	migrations.Upcasters = []migrations.Upcaster{
+		{Type: "Renamed", From: migrations.PayloadVersion - 1, Apply: func(data json.RawMessage) (json.RawMessage, error) {
+			return bytes.ReplaceAll(data, []byte(`"old"`), []byte(`"new"`)), nil
+		}},
+		{Type: "Broken", From: migrations.PayloadVersion - 1, Apply: func(json.RawMessage) (json.RawMessage, error) { return nil, broken }},
+	}
+	from := migrations.PayloadVersion - 1
+	got, v, err := migrations.Upcast("Renamed", from, json.RawMessage(`{"old":1}`))
+	if err != nil || v != migrations.PayloadVersion || string(got) != `{"new":1}` {
+		t.Errorf("Upcast through a step = %s, %d, %v; want {\"new\":1} at %d", got, v, err, migrations.PayloadVersion)
+	}
+	// A type without a step at that version keeps its payload.
+	got, v, err = migrations.Upcast("Other", from, json.RawMessage(`{"old":1}`))
+	if err != nil || v != migrations.PayloadVersion || string(got) != `{"old":1}` {
+		t.Errorf("Upcast of a type without a step = %s, %d, %v", got, v, err)
+	}
+	if _, _, err := migrations.Upcast("Broken", from, json.RawMessage(`{}`)); !errors.Is(err, broken) {
+		t.Errorf("Upcast through a failing step returned %v, want its error wrapped", err)
+	}
+}
+
+func TestUpcastNewerVersionRefused(t *testing.T) {
+	_, _, err := migrations.Upcast("SessionClosing", migrations.PayloadVersion+1, json.RawMessage(`{}`))
+	if err == nil {
+		t.Fatal("Upcast of a payload newer than this binary knows succeeded")
+	}
+	if want := fmt.Sprint(migrations.PayloadVersion + 1); !bytes.Contains([]byte(err.Error()), []byte(want)) {
+		t.Errorf("error %q does not say the version", err)
+	}
+}
+
+func openDB(t *testing.T, path string) *bolt.DB {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func update(t *testing.T, db *bolt.DB, fn func(*bolt.Tx) error) {
+	t.Helper()
+	if err := db.Update(fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// setLayout writes the layout version as doc.go's on-disk format says.
+func setLayout(t *testing.T, tx *bolt.Tx, v int) {
+	t.Helper()
+	meta, err := tx.CreateBucketIfNotExists(migrations.BucketMeta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], uint64(v))
+	if err := meta.Put([]byte("layout"), buf[:]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func jsonEqual(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	var x, y any
+	if err := json.Unmarshal(a, &x); err != nil {
+		t.Fatalf("%s: %v", a, err)
+	}
+	if err := json.Unmarshal(b, &y); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	return reflect.DeepEqual(x, y)
+}
