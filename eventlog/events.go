@@ -19,6 +19,9 @@ const (
 	CommandCompleted    Type = "CommandCompleted"    // a command ended (whatever its outcome)
 	SessionClosing      Type = "SessionClosing"      // the session is being torn down
 	SessionClosed       Type = "SessionClosed"       // the sandbox is gone; nothing more happens
+	SessionRecovered    Type = "SessionRecovered"    // a restarted server took the session's sandbox back
+	CommandInterrupted  Type = "CommandInterrupted"  // the server stopped while a command ran; it has no result
+	ContainerRemoved    Type = "ContainerRemoved"    // a sandbox no open session owned was removed
 )
 
 // Event is one entry of the log as stored and as read back.
@@ -49,12 +52,11 @@ const CurrentVersion = 1
 
 // Close reasons recorded in SessionClosing and SessionClosed.
 const (
-	ReasonClient         = "client"
-	ReasonIdleTimeout    = "idle_timeout"
-	ReasonMaxLifetime    = "max_lifetime"
-	ReasonCreateFailed   = "create_failed"
-	ReasonServerShutdown = "server_shutdown"
-	ReasonServerRestart  = "server_restart" // left open by a previous run
+	ReasonClient        = "client"
+	ReasonIdleTimeout   = "idle_timeout"
+	ReasonMaxLifetime   = "max_lifetime"
+	ReasonCreateFailed  = "create_failed"
+	ReasonWorkspaceLost = "workspace_lost" // its folder was gone when the server restarted
 )
 
 // SessionConfig is the effective configuration of a session.
@@ -134,4 +136,25 @@ type SessionClosingData struct {
 type SessionClosedData struct {
 	Reason string `json:"reason"`
 	Error  string `json:"error,omitempty"` // cleanup that failed, if any
+}
+
+// SessionRecoveredData is the payload of SessionRecovered.
+type SessionRecoveredData struct {
+	ContainerID string `json:"containerId"`
+	// Restored says the old sandbox was gone and a new one was made on the
+	// same workspace: files survived, processes and installed packages
+	// outside the workspace did not.
+	Restored bool `json:"restored,omitempty"`
+}
+
+// CommandInterruptedData is the payload of CommandInterrupted.
+type CommandInterruptedData struct {
+	CommandID string `json:"commandId"`
+}
+
+// ContainerRemovedData is the payload of ContainerRemoved; its event's
+// session id is the one the container was labelled with.
+type ContainerRemovedData struct {
+	ContainerID string `json:"containerId"`
+	Reason      string `json:"reason"`
 }

@@ -31,7 +31,8 @@ type Session struct {
 	CreatedAt      time.Time
 	LastActivity   time.Time
 	State          State
-	Running        bool // a command has started and not completed
+	Running        bool   // a command has started and not completed
+	RunningCommand string // its command id
 	ExecutionCount int
 	CloseReason    string
 	LastSeq        uint64
@@ -114,13 +115,28 @@ func (p *Sessions) Apply(e eventlog.Event) error {
 		}
 		s.ContainerID, s.Workspace = d.ContainerID, d.Workspace
 		s.State, s.LastActivity = Active, e.Time
+	case eventlog.SessionRecovered:
+		var d eventlog.SessionRecoveredData
+		if err := e.Decode(&d); err != nil {
+			return fmt.Errorf("projection: event %d: %w", e.Seq, err)
+		}
+		s.ContainerID = d.ContainerID
+	case eventlog.CommandInterrupted:
+		s.Running, s.RunningCommand = false, ""
+		if s.State == Active {
+			s.State = Idle
+		}
 	case eventlog.CommandStarted:
-		s.Running, s.LastActivity = true, e.Time
+		var d eventlog.CommandStartedData
+		if err := e.Decode(&d); err != nil {
+			return fmt.Errorf("projection: event %d: %w", e.Seq, err)
+		}
+		s.Running, s.RunningCommand, s.LastActivity = true, d.CommandID, e.Time
 		if s.State != Closing { // a command taken just before the close began
 			s.State = Active
 		}
 	case eventlog.CommandCompleted:
-		s.Running, s.LastActivity = false, e.Time
+		s.Running, s.RunningCommand, s.LastActivity = false, "", e.Time
 		s.ExecutionCount++
 		if s.State == Active {
 			s.State = Idle

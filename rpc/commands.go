@@ -225,7 +225,7 @@ func (s *Service) runCommand(ctx context.Context, l *liveSession, c *command) (o
 		if err != nil {
 			return failed(err), nil
 		}
-		r, err := l.box.Exec(ctx, proc)
+		r, err := s.exec(ctx, l, proc)
 		if errors.Is(err, sandbox.ErrCannotStart) {
 			return failed(err), nil
 		} else if err != nil {
@@ -253,7 +253,7 @@ func (s *Service) runCommand(ctx context.Context, l *liveSession, c *command) (o
 		if err != nil {
 			return failed(err), nil
 		}
-		r, err := l.box.Exec(ctx, proc)
+		r, err := s.exec(ctx, l, proc)
 		if errors.Is(err, sandbox.ErrCannotStart) {
 			return failed(err), nil
 		} else if err != nil {

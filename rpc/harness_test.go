@@ -39,7 +39,8 @@ type serverOption func(*rpc.Config, *rpc.ServerOptions)
 
 func newTestServer(t testing.TB, opts ...serverOption) *testServer {
 	t.Helper()
-	rt, err := docker.New()
+	dataDir := t.TempDir()
+	rt, err := docker.New(rpc.Instance(dataDir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func newTestServer(t testing.TB, opts ...serverOption) *testServer {
 		t.Fatalf("%v: these tests need a Docker engine: run scripts/ensure-docker.sh", err)
 	}
 	cfg := rpc.Config{
-		DataDir:      t.TempDir(),
+		DataDir:      dataDir,
 		Runtimes:     map[string]sandbox.Runtime{sandbox.KindDocker: rt},
 		Limits:       rpc.DefaultLimits(),
 		Logger:       zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
@@ -73,20 +74,25 @@ func newTestServer(t testing.TB, opts ...serverOption) *testServer {
 		} else if live, again := svc.View().List(), rebuilt.List(); !reflect.DeepEqual(live, again) {
 			t.Errorf("projection rebuilt from the log differs from the live one:\nlive    %+v\nrebuilt %+v", live, again)
 		}
-		ids := map[string]bool{}
-		for _, s := range svc.View().List() {
-			ids[s.ID] = true
-		}
 		ts.http.Close()
 		ts.server.CloseConnections()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
+		// Sessions outlive a shutdown; a test closes what it left open so
+		// that its containers go.
+		var ids []string
+		for _, s := range svc.View().List() {
+			ids = append(ids, s.ID)
+			if err := svc.CloseSession(ctx, s.ID); err != nil {
+				t.Errorf("close session %s: %v", s.ID, err)
+			}
+		}
 		if err := svc.Close(ctx); err != nil {
 			t.Errorf("close service: %v", err)
 		}
-		for id := range ids {
+		for _, id := range ids {
 			if c := containersOf(t, id); len(c) > 0 {
-				t.Errorf("session %s left containers behind after shutdown: %v", id, c)
+				t.Errorf("session %s left containers behind after it closed: %v", id, c)
 			}
 		}
 		rt.Close()

@@ -2,9 +2,10 @@ package rpc
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -68,6 +69,9 @@ type Config struct {
 	Logger   zerolog.Logger
 	// ReapInterval is how often idle and lifetime deadlines are checked.
 	ReapInterval time.Duration
+	// ReconcileInterval is how often sandboxes are matched against the open
+	// sessions: detached ones taken back, unowned ones removed.
+	ReconcileInterval time.Duration
 }
 
 // Service runs sessions: it turns requests into sandbox work and records
@@ -94,21 +98,30 @@ type Service struct {
 type liveSession struct {
 	id       string
 	lang     sandbox.Language
-	box      sandbox.Sandbox
+	runtime  sandbox.Runtime
+	spec     sandbox.Spec // what its sandbox is made from, again after a restart
 	ws       *sandbox.Workspace
 	queue    chan *job
-	ctx      context.Context // cancelled when the session closes
+	ctx      context.Context // cancelled when the session closes or the service stops
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the worker has ended
 	closing  bool          // guarded by Service.mu
 	closedCh chan struct{} // closed when close has finished
+
+	boxMu sync.Mutex
+	box   sandbox.Sandbox // nil until attached (after a restart) and while gone
 }
 
-// Open opens the event log in cfg.DataDir, rebuilds the projection from it
-// and cleans up sessions a previous process left open.
+// Open opens the event log in cfg.DataDir, rebuilds the projection from it,
+// settles what a previous run left unfinished and starts serving the
+// sessions that are still open; their sandboxes are taken back in the
+// background (see recover.go).
 func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.ReapInterval == 0 {
 		cfg.ReapInterval = time.Second
+	}
+	if cfg.ReconcileInterval == 0 {
+		cfg.ReconcileInterval = 10 * time.Second
 	}
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
@@ -126,9 +139,13 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("replay %s: %w", log.Path(), err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	s.cleanupLeftovers(ctx)
-	s.wg.Add(1)
+	if err := s.recover(ctx); err != nil {
+		log.Close()
+		return nil, err
+	}
+	s.wg.Add(2)
 	go s.reaper()
+	go s.reconciler()
 	return s, nil
 }
 
@@ -146,60 +163,31 @@ func (s *Service) Log() *eventlog.Log { return s.log }
 // View returns the projection of the sessions.
 func (s *Service) View() *projection.Sessions { return s.view }
 
-// cleanupLeftovers closes sessions that a previous process left open: their
-// sandboxes do not belong to this process.
-func (s *Service) cleanupLeftovers(ctx context.Context) {
-	for _, sess := range s.view.List() {
-		logger := s.cfg.Logger.With().Str("session", sess.ID).Logger()
-		if sess.ContainerID != "" {
-			if c, ok := s.cfg.Runtimes[sess.Runtime].(interface {
-				Remove(ctx context.Context, id string) error
-			}); ok {
-				if err := c.Remove(ctx, sess.ContainerID); err != nil {
-					logger.Warn().Err(err).Msg("cannot remove a left-over container")
-				}
-			}
-		}
-		os.RemoveAll(s.workspaceDir(sess.ID))
-		if _, err := s.log.Append(ctx,
-			eventlog.Record{SessionID: sess.ID, Type: eventlog.SessionClosing, Data: eventlog.SessionClosingData{Reason: eventlog.ReasonServerRestart}},
-			eventlog.Record{SessionID: sess.ID, Type: eventlog.SessionClosed, Data: eventlog.SessionClosedData{Reason: eventlog.ReasonServerRestart}},
-		); err != nil {
-			logger.Error().Err(err).Msg("cannot record a left-over session as closed")
-			continue
-		}
-		logger.Info().Msg("closed a session left open by a previous run")
-	}
-}
-
 func (s *Service) workspaceDir(id string) string {
 	return filepath.Join(s.cfg.DataDir, "workspaces", id)
 }
 
-// Close stops the reaper, closes every open session, waiting for running
-// commands until ctx ends, and closes the log.
+// Close stops taking work, lets running and queued commands finish until
+// ctx ends (then kills them, recording how they ended), and closes the log.
+// Sessions stay open, their sandboxes running: the next start takes them
+// back.
 func (s *Service) Close(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopping = true
-	ids := make([]string, 0, len(s.live))
-	for id := range s.live {
-		ids = append(ids, id)
-	}
 	s.mu.Unlock()
-	// Let running and queued commands finish, up to ctx's deadline.
 	for ctx.Err() == nil && s.busy() {
 		select {
 		case <-ctx.Done():
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	s.cancel()
-	var wg sync.WaitGroup
-	for _, id := range ids {
-		wg.Go(func() { s.closeSession(ctx, id, eventlog.ReasonServerShutdown) })
-	}
-	wg.Wait()
+	s.cancel() // ends the reaper, the reconciler and every session's worker
 	s.wg.Wait()
+	s.mu.Lock()
+	for _, l := range s.live {
+		l.ws.Close()
+	}
+	s.mu.Unlock()
 	return s.log.Close()
 }
 
@@ -269,7 +257,14 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 	}}); err != nil {
 		return projection.Session{}, err
 	}
-	box, ws, err := s.makeSandbox(ctx, id, lang, cfg, perms, runtime)
+	spec := s.spec(id, lang, cfg, perms)
+	ws, err := sandbox.OpenWorkspace(spec.Workspace, sandboxUID, sandboxGID)
+	var box sandbox.Sandbox
+	if err == nil {
+		if box, err = runtime.Create(ctx, spec); err != nil {
+			ws.Remove()
+		}
+	}
 	if err != nil {
 		logger.Warn().Err(err).Msg("session create failed")
 		if _, lerr := s.log.Append(context.WithoutCancel(ctx), eventlog.Record{SessionID: id, Type: eventlog.SessionCreateFailed,
@@ -278,43 +273,44 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 		}
 		return projection.Session{}, err
 	}
-	live := &liveSession{id: id, lang: lang, box: box, ws: ws, queue: make(chan *job, s.cfg.Limits.MaxQueuedCommands),
-		done: make(chan struct{}), closedCh: make(chan struct{})}
-	live.ctx, live.cancel = context.WithCancel(s.ctx)
 	if _, err := s.log.Append(context.WithoutCancel(ctx), eventlog.Record{SessionID: id, Type: eventlog.SessionCreated,
 		Data: eventlog.SessionCreatedData{ContainerID: box.ID(), Workspace: ws.Dir()}}); err != nil {
 		box.Close(ctx)
 		ws.Remove()
-		// Best effort: if the log takes nothing now, the next start closes
-		// the session as left over.
+		// Best effort: if the log takes nothing now, the next start settles
+		// the session as one whose create did not finish.
 		s.log.Append(context.WithoutCancel(ctx), eventlog.Record{SessionID: id, Type: eventlog.SessionCreateFailed,
 			Data: eventlog.SessionCreateFailedData{Error: "could not record the session as created"}})
 		return projection.Session{}, err
 	}
-	s.mu.Lock()
-	s.live[id] = live
-	s.mu.Unlock()
-	s.wg.Add(1)
-	go s.worker(live)
+	s.serve(s.newLive(id, lang, runtime, spec, ws, box))
 	logger.Info().Str("language", lang.Name).Str("container", box.ID()).Msg("session created")
 	view, _ := s.view.Get(id)
 	return view, nil
 }
 
-func (s *Service) makeSandbox(ctx context.Context, id string, lang sandbox.Language, cfg eventlog.SessionConfig, perms sandbox.Permissions, runtime sandbox.Runtime) (sandbox.Sandbox, *sandbox.Workspace, error) {
-	ws, err := sandbox.OpenWorkspace(s.workspaceDir(id), sandboxUID, sandboxGID)
-	if err != nil {
-		return nil, nil, err
-	}
-	box, err := runtime.Create(ctx, sandbox.Spec{
-		SessionID: id, Language: lang, Image: cfg.Image, Workspace: ws.Dir(),
+// spec is what a session's sandbox is made from.
+func (s *Service) spec(id string, lang sandbox.Language, cfg eventlog.SessionConfig, perms sandbox.Permissions) sandbox.Spec {
+	return sandbox.Spec{
+		SessionID: id, Language: lang, Image: cfg.Image, Workspace: s.workspaceDir(id),
 		MemoryLimitMB: cfg.MemoryLimitMB, CPUShares: cfg.CPUShares, PidsLimit: cfg.PidsLimit, Permissions: perms,
-	})
-	if err != nil {
-		ws.Remove()
-		return nil, nil, err
 	}
-	return box, ws, nil
+}
+
+func (s *Service) newLive(id string, lang sandbox.Language, runtime sandbox.Runtime, spec sandbox.Spec, ws *sandbox.Workspace, box sandbox.Sandbox) *liveSession {
+	l := &liveSession{id: id, lang: lang, runtime: runtime, spec: spec, ws: ws, box: box,
+		queue: make(chan *job, s.cfg.Limits.MaxQueuedCommands), done: make(chan struct{}), closedCh: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancel(s.ctx)
+	return l
+}
+
+// serve registers a live session and starts its worker.
+func (s *Service) serve(l *liveSession) {
+	s.mu.Lock()
+	s.live[l.id] = l
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.worker(l)
 }
 
 // The sandbox user of the runtime images owns workspace files.
@@ -410,13 +406,15 @@ func (s *Service) closeSession(ctx context.Context, id, reason string) error {
 
 	logger := s.cfg.Logger.With().Str("session", id).Str("reason", reason).Logger()
 	ctx = context.WithoutCancel(ctx)
-	if _, err := s.log.Append(ctx, eventlog.Record{SessionID: id, Type: eventlog.SessionClosing, Data: eventlog.SessionClosingData{Reason: reason}}); err != nil {
-		logger.Error().Err(err).Msg("cannot record session closing")
+	if v, _ := s.view.Get(id); v.State != projection.Closing { // a close a previous run began is finished, not begun again
+		if _, err := s.log.Append(ctx, eventlog.Record{SessionID: id, Type: eventlog.SessionClosing, Data: eventlog.SessionClosingData{Reason: reason}}); err != nil {
+			logger.Error().Err(err).Msg("cannot record session closing")
+		}
 	}
 	live.cancel() // kills a running command and fails the queued ones
 	<-live.done
 	var problems []string
-	if err := live.box.Close(ctx); err != nil {
+	if err := s.removeSandbox(ctx, live); err != nil {
 		logger.Error().Err(err).Msg("cannot remove the sandbox")
 		problems = append(problems, "sandbox: "+err.Error())
 	}
@@ -487,4 +485,16 @@ func (s *Service) reap(now time.Time) {
 			s.closeSession(s.ctx, sess.ID, reason)
 		}()
 	}
+}
+
+// Instance names the server that owns dataDir: it labels the sandboxes the
+// server makes, so that servers sharing an engine tell theirs apart, and a
+// restarted server on the same data dir finds its own.
+func Instance(dataDir string) string {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		abs = dataDir
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return hex.EncodeToString(sum[:8])
 }

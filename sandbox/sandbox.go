@@ -46,7 +46,9 @@ type Sandbox interface {
 	ID() string
 	// Exec runs one process to completion, or until its timeout or ctx ends,
 	// killing everything it started. An error means the process could not be
-	// run or waited for; a process that ran and failed is a Result.
+	// run or waited for; a process that ran and failed is a Result, and so
+	// is one that timed out (TimedOut). When ctx ends first, the error wraps
+	// ctx.Err(). The sandboxtest package checks all of this.
 	Exec(ctx context.Context, p Process) (Result, error)
 	// Close stops the sandbox and frees what it holds. It is idempotent.
 	Close(ctx context.Context) error

@@ -113,12 +113,34 @@ func clientError(rel string, err error) error {
 		return pathErrorf("not a directory: %s", shown)
 	case errors.Is(err, syscall.ENOTEMPTY):
 		return pathErrorf("directory not empty: %s", shown)
+	case errors.Is(err, syscall.ENXIO): // a FIFO with no reader, a socket
+		return pathErrorf("not a regular file: %s", shown)
 	case errors.Is(err, syscall.ENOSPC):
 		return pathErrorf("no space left for %s", shown)
 	case errors.Is(err, syscall.ELOOP), strings.Contains(err.Error(), "path escapes from parent"):
 		return pathErrorf("path %s leads outside %s (through a symlink)", shown, WorkspaceDir)
 	}
 	return err
+}
+
+// openFile opens rel without blocking: open(2) of a FIFO that user code
+// planted would otherwise wait for its other end, holding the session's
+// command forever. O_NONBLOCK changes nothing for regular files and folders.
+func (w *Workspace) openFile(rel string, flag int, perm os.FileMode) (*os.File, error) {
+	return w.root.OpenFile(rel, flag|syscall.O_NONBLOCK, perm)
+}
+
+// checkRegular refuses to write into anything but a regular file (a FIFO
+// whose reader does not read would block the write).
+func checkRegular(f *os.File, rel string) error {
+	info, err := f.Stat()
+	if err != nil {
+		return clientError(rel, err)
+	}
+	if !info.Mode().IsRegular() {
+		return pathErrorf("not a regular file: %s", Display(rel))
+	}
+	return nil
 }
 
 // WriteFile writes data to the file at client path p, replacing it, or
@@ -138,9 +160,13 @@ func (w *Workspace) WriteFile(p string, data []byte, appendMode bool) (string, e
 	if appendMode {
 		flags = os.O_WRONLY | os.O_CREATE | os.O_APPEND
 	}
-	f, err := w.root.OpenFile(rel, flags, 0o644)
+	f, err := w.openFile(rel, flags, 0o644)
 	if err != nil {
 		return "", clientError(rel, err)
+	}
+	if err := checkRegular(f, rel); err != nil {
+		f.Close()
+		return "", err
 	}
 	_, werr := f.Write(data)
 	cerr := f.Close()
@@ -156,7 +182,7 @@ func (w *Workspace) ReadFile(p string, limit int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := w.root.Open(rel)
+	f, err := w.openFile(rel, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, clientError(rel, err)
 	}
@@ -236,23 +262,33 @@ func (w *Workspace) Copy(src, dst string) (srcShown, dstShown string, n int64, e
 	if err != nil {
 		return "", "", 0, err
 	}
-	in, err := w.root.Open(srcRel)
+	in, err := w.openFile(srcRel, os.O_RDONLY, 0)
 	if err != nil {
 		return "", "", 0, clientError(srcRel, err)
 	}
 	defer in.Close()
-	if info, err := in.Stat(); err != nil || !info.Mode().IsRegular() {
-		if err != nil {
-			return "", "", 0, clientError(srcRel, err)
-		}
+	info, err := in.Stat()
+	if err != nil {
+		return "", "", 0, clientError(srcRel, err)
+	}
+	if !info.Mode().IsRegular() {
 		return "", "", 0, pathErrorf("not a regular file: %s", Display(srcRel))
+	}
+	// Opening the destination truncates it: copying a file onto itself
+	// (or onto a link to it) would empty it.
+	if existing, err := w.root.Stat(dstRel); err == nil && os.SameFile(info, existing) {
+		return "", "", 0, pathErrorf("%s and %s are the same file", Display(srcRel), Display(dstRel))
 	}
 	if err := w.mkdirAll(path.Dir(dstRel)); err != nil {
 		return "", "", 0, err
 	}
-	out, err := w.root.OpenFile(dstRel, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	out, err := w.openFile(dstRel, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return "", "", 0, clientError(dstRel, err)
+	}
+	if err := checkRegular(out, dstRel); err != nil {
+		out.Close()
+		return "", "", 0, err
 	}
 	n, err = io.Copy(out, in)
 	if cerr := out.Close(); err == nil {
@@ -301,7 +337,7 @@ func (w *Workspace) List(p string, limit int) (string, []Entry, bool, error) {
 	if err != nil {
 		return "", nil, false, err
 	}
-	dir, err := w.root.Open(rel)
+	dir, err := w.openFile(rel, os.O_RDONLY, 0)
 	if err != nil {
 		return "", nil, false, clientError(rel, err)
 	}

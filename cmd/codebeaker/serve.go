@@ -28,6 +28,7 @@ type serveCommand struct {
 	logFormat       string
 	maxMessageBytes int64
 	shutdownTimeout time.Duration
+	reconcileEvery  time.Duration
 	limits          rpc.Limits
 }
 
@@ -42,6 +43,7 @@ func (c *serveCommand) flags() *flag.FlagSet {
 	fs.StringVar(&c.logFormat, "log-format", "auto", "log `format`: json, console, or auto (console on a terminal, json otherwise)")
 	fs.Int64Var(&c.maxMessageBytes, "max-message-bytes", 16<<20, "largest JSON-RPC message accepted, in `bytes`")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running commands may finish after a shutdown signal")
+	fs.DurationVar(&c.reconcileEvery, "reconcile-interval", 10*time.Second, "how often sandboxes are matched against the open sessions")
 	fs.IntVar(&l.MaxSessions, "max-sessions", l.MaxSessions, "open sessions allowed at once")
 	fs.IntVar(&l.MaxQueuedCommands, "max-queued-commands", l.MaxQueuedCommands, "commands that may wait in one session")
 	fs.DurationVar(&l.DefaultTimeout, "default-timeout", l.DefaultTimeout, "timeout of execute_shell and execute_code without timeoutMs")
@@ -81,7 +83,7 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 
-	dockerRuntime, err := docker.New()
+	dockerRuntime, err := docker.New(rpc.Instance(c.dataDir))
 	if err != nil {
 		return err
 	}
@@ -94,6 +96,8 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 		Runtimes: map[string]sandbox.Runtime{sandbox.KindDocker: dockerRuntime},
 		Limits:   c.limits,
 		Logger:   logger,
+
+		ReconcileInterval: c.reconcileEvery,
 	})
 	if err != nil {
 		return err

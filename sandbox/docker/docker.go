@@ -25,6 +25,10 @@ import (
 const (
 	LabelSession = "io.codebeaker.session"
 	LabelManaged = "io.codebeaker.managed"
+	// LabelInstance names the server (its data dir) that owns a container,
+	// so that servers, and tests, sharing an engine leave each other's
+	// containers alone.
+	LabelInstance = "io.codebeaker.instance"
 )
 
 // SandboxUser runs every command; the runtime images create it.
@@ -43,17 +47,19 @@ const killGrace = 5 * time.Second
 
 // Runtime makes containers through the Docker Engine API.
 type Runtime struct {
-	api *client.Client
+	api      *client.Client
+	instance string // LabelInstance of the containers it makes and owns
 }
 
 // New connects to the engine named by the environment (DOCKER_HOST, or the
-// local socket).
-func New() (*Runtime, error) {
+// local socket). instance labels the containers this runtime makes; Owned
+// sees only those.
+func New(instance string) (*Runtime, error) {
 	api, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		return nil, fmt.Errorf("docker: make client: %w", err)
 	}
-	return &Runtime{api: api}, nil
+	return &Runtime{api: api, instance: instance}, nil
 }
 
 // Close releases the client.
@@ -97,7 +103,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 		Cmd:        []string{"sleep", "infinity"},
 		User:       "0:0", // the placeholder only; see the package comment
 		WorkingDir: sandbox.WorkspaceDir,
-		Labels:     map[string]string{LabelSession: spec.SessionID, LabelManaged: "true"},
+		Labels:     map[string]string{LabelSession: spec.SessionID, LabelManaged: "true", LabelInstance: r.instance},
 	}
 	host := &container.HostConfig{
 		NetworkMode: "none",
@@ -154,6 +160,9 @@ func (c *Container) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result
 	res := sandbox.Result{}
 	execID, stream, err := c.start(ctx, p)
 	if err != nil {
+		if ctx.Err() != nil {
+			return res, fmt.Errorf("docker: command cancelled before it started: %w", ctx.Err())
+		}
 		return res, err
 	}
 	defer stream.Close()
@@ -178,7 +187,7 @@ func (c *Container) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result
 		defer t.Stop()
 		timeout = t.C
 	}
-	killed := false
+	killed, restarted := false, false
 	select {
 	case <-copied:
 	case <-timeout:
@@ -187,7 +196,7 @@ func (c *Container) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result
 		killed = true
 	}
 	if killed {
-		if err := c.killAll(context.WithoutCancel(ctx)); err != nil {
+		if restarted, err = c.killAll(context.WithoutCancel(ctx)); err != nil {
 			return res, err
 		}
 		select {
@@ -201,9 +210,11 @@ func (c *Container) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result
 	res.Stdout, res.StdoutBytes, res.StdoutTruncated = stdout.Bytes(), stdout.Total(), stdout.Truncated()
 	res.Stderr, res.StderrBytes, res.StderrTruncated = stderr.Bytes(), stderr.Total(), stderr.Truncated()
 
-	exit, err := c.exitCode(context.WithoutCancel(ctx), execID)
-	if err != nil {
-		return res, err
+	exit := 137 // SIGKILLed with everything in the container
+	if !restarted {
+		if exit, err = c.exitCode(context.WithoutCancel(ctx), execID); err != nil {
+			return res, err
+		}
 	}
 	res.ExitCode = exit
 	if (exit == 126 || exit == 127) && bytes.HasPrefix(res.Stdout, []byte("OCI runtime exec failed")) {
@@ -212,8 +223,8 @@ func (c *Container) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result
 	if exit == 137 && !killed {
 		res.OOMKilled = c.sawOOMKill(context.WithoutCancel(ctx))
 	}
-	if !killed && ctx.Err() != nil {
-		return res, ctx.Err()
+	if killed && !res.TimedOut {
+		return res, fmt.Errorf("docker: command cancelled: %w", ctx.Err())
 	}
 	return res, nil
 }
@@ -256,26 +267,47 @@ func (h *hijacked) CloseWrite() error { return h.resp.CloseWrite() }
 
 func (c *Container) engineError(what string, err error) error {
 	if errdefs.IsNotFound(err) {
-		return fmt.Errorf("%w: %s: the session's container %s is gone", sandbox.ErrUnavailable, what, shortID(c.id))
+		return fmt.Errorf("%w: %s: container %s no longer exists", sandbox.ErrGone, what, shortID(c.id))
 	}
 	if errdefs.IsConflict(err) {
-		return fmt.Errorf("%w: %s: the session's container %s is not running", sandbox.ErrUnavailable, what, shortID(c.id))
+		return fmt.Errorf("%w: %s: container %s is not running", sandbox.ErrGone, what, shortID(c.id))
 	}
-	return fmt.Errorf("%w: %s: %v", sandbox.ErrUnavailable, what, err)
+	return unavailable(what, err)
 }
 
-// killAll ends every process of the sandbox user in the container.
-func (c *Container) killAll(ctx context.Context) error {
+// killAll ends every process of the sandbox user in the container. It
+// reports whether it had to restart the container to do so.
+func (c *Container) killAll(ctx context.Context) (restarted bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	out, exit, err := c.run(ctx, SandboxUser, "sh", "-c", "kill -KILL -1")
 	// kill(-1) also signals the shell running it, which is the expected end.
-	if err != nil {
-		return fmt.Errorf("docker: kill the command's processes: %w", err)
+	if err == nil && (exit == 0 || exit == 137) {
+		return false, nil
 	}
-	if exit != 0 && exit != 137 {
-		return fmt.Errorf("docker: kill the command's processes: exit %d: %s", exit, out)
+	if err == nil {
+		err = fmt.Errorf("exit %d: %s", exit, strings.TrimSpace(out))
 	}
+	// The kill could not start: most likely the command spent the pids
+	// limit (a fork bomb), so the engine cannot start one more process.
+	// Restarting the container ends everything in it and keeps the
+	// container, its id and its files.
+	if rerr := c.restart(ctx); rerr != nil {
+		return false, fmt.Errorf("docker: kill the command's processes: %v; restart the container: %w", err, rerr)
+	}
+	return true, nil
+}
+
+// restart kills everything in the container, the placeholder too, and
+// starts it again.
+func (c *Container) restart(ctx context.Context) error {
+	now := 0
+	if err := c.api.ContainerRestart(ctx, c.id, container.StopOptions{Signal: "SIGKILL", Timeout: &now}); err != nil {
+		return c.engineError("restart the container", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.oomKills = 0 // the restarted container's memory cgroup counts from zero
 	return nil
 }
 

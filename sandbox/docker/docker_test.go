@@ -1,0 +1,381 @@
+package docker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/errdefs"
+
+	"github.com/codebeaker/codebeaker/sandbox"
+	"github.com/codebeaker/codebeaker/sandbox/sandboxtest"
+)
+
+// pythonScripts are the suite's scenarios in Python (the python image runs
+// them).
+var pythonScripts = map[string]string{
+	sandboxtest.Echo: `import sys
+sys.stdout.write(sys.argv[1])
+sys.stdout.flush()
+sys.stderr.write(sys.argv[2])
+sys.stderr.flush()
+sys.exit(int(sys.argv[3]))
+`,
+	sandboxtest.Cat: `import shutil, sys
+src = open(sys.argv[1], "rb") if len(sys.argv) > 1 else sys.stdin.buffer
+shutil.copyfileobj(src, sys.stdout.buffer)
+`,
+	sandboxtest.Env: `import os, sys
+value = os.environ.get(sys.argv[1])
+if value is None:
+    sys.exit(3)
+sys.stdout.write(value)
+`,
+	sandboxtest.Write: `import sys
+with open(sys.argv[1], "w") as f:
+    f.write(sys.argv[2])
+`,
+	sandboxtest.Spawn: `import os, sys, time
+path = sys.argv[1]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        while True:
+            with open(path, "a") as f:
+                f.write("tick\n")
+            time.sleep(0.1)
+    os._exit(0)
+os.wait()
+while not os.path.exists(path) or os.path.getsize(path) == 0:
+    time.sleep(0.01)
+print("started", flush=True)
+time.sleep(3600)
+`,
+	sandboxtest.Procs: `import os
+me, uid = os.getpid(), os.getuid()
+for pid in sorted(p for p in os.listdir("/proc") if p.isdigit()):
+    if int(pid) == me:
+        continue
+    try:
+        if os.stat("/proc/" + pid).st_uid != uid:
+            continue
+        with open("/proc/" + pid + "/stat") as f:
+            stat = f.read()
+        if stat[stat.rindex(")") + 2] in "ZX":
+            continue
+        with open("/proc/" + pid + "/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        continue  # ended while we looked
+    print(pid, cmd)
+`,
+	sandboxtest.Flood: `import os, sys
+total, chunk = int(sys.argv[1]), int(sys.argv[2])
+out, err = b"o" * chunk, b"e" * chunk
+def write(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+for _ in range(total // chunk):
+    write(1, out)
+    write(2, err)
+`,
+	sandboxtest.Alloc: `import sys
+held = b"x" * (int(sys.argv[1]) << 20)
+print("allocated", len(held))
+`,
+	sandboxtest.ForkBomb: `import os, time
+print("forking", flush=True)
+while True:
+    try:
+        os.fork()
+    except OSError:
+        time.sleep(0.01)
+`,
+}
+
+// newRuntime connects to the engine, failing the test when it does not
+// answer: CI has one, and these tests must not pass by skipping.
+func newRuntime(t *testing.T) *Runtime {
+	t.Helper()
+	r, err := New("")
+	if err != nil {
+		t.Fatalf("docker client: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if err := r.Ping(context.Background()); err != nil {
+		t.Fatalf("%v\nThese tests need a running Docker engine: run scripts/ensure-docker.sh, then scripts/build-runtime-images.sh for the images.", err)
+	}
+	return r
+}
+
+func python(t *testing.T) sandbox.Language {
+	t.Helper()
+	l, err := sandbox.LookupLanguage("python")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// testSpec is the spec of a test container: a fresh workspace owned by the
+// sandbox user, a session id of its own, and the service's usual limits.
+func testSpec(t *testing.T, r *Runtime) (sandbox.Spec, *sandbox.Workspace) {
+	t.Helper()
+	lang := python(t)
+	if ok, err := r.ImageExists(context.Background(), lang.Image); err != nil || !ok {
+		t.Fatalf("image %s is missing (err %v): run scripts/build-runtime-images.sh", lang.Image, err)
+	}
+	dir := filepath.Join(t.TempDir(), "workspace")
+	ws, err := sandbox.OpenWorkspace(dir, SandboxUID, SandboxGID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	id := make([]byte, 8)
+	rand.Read(id)
+	spec := sandbox.Spec{
+		SessionID:     "test-" + hex.EncodeToString(id),
+		Language:      lang,
+		Image:         lang.Image,
+		Workspace:     dir,
+		MemoryLimitMB: 256,
+		CPUShares:     1024,
+		PidsLimit:     256,
+	}
+	// Whatever happens to the test, no container of its session outlives it.
+	t.Cleanup(func() { removeSession(t, r, spec.SessionID) })
+	return spec, ws
+}
+
+// sessionContainers lists the containers, running or not, labelled with a
+// session id.
+func sessionContainers(t *testing.T, r *Runtime, sessionID string) []container.Summary {
+	t.Helper()
+	list, err := r.api.ContainerList(context.Background(), container.ListOptions{
+		All:     true,
+		Filters: filters.NewArgs(filters.Arg("label", LabelSession+"="+sessionID)),
+	})
+	if err != nil {
+		t.Fatalf("list containers: %v", err)
+	}
+	return list
+}
+
+func removeSession(t *testing.T, r *Runtime, sessionID string) {
+	for _, c := range sessionContainers(t, r, sessionID) {
+		if err := r.Remove(context.Background(), c.ID); err != nil {
+			t.Errorf("remove test container %s: %v", shortID(c.ID), err)
+		}
+	}
+}
+
+// newContainer makes a started container for the test.
+func newContainer(t *testing.T, r *Runtime, tweak func(*sandbox.Spec)) (*Container, *sandbox.Workspace, sandbox.Spec) {
+	t.Helper()
+	spec, ws := testSpec(t, r)
+	if tweak != nil {
+		tweak(&spec)
+	}
+	sb, err := r.Create(context.Background(), spec)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if _, err := r.api.ContainerInspect(ctx, sb.ID()); errdefs.IsNotFound(err) && t.Failed() {
+			t.Logf("container %s was gone before the test ended: if the test did not close it, something else "+
+				"removed it (a CodeBeaker server on this engine, such as the rpc tests, removes every %s container it does not own)",
+				shortID(sb.ID()), LabelManaged)
+		}
+		if err := sb.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return sb.(*Container), ws, spec
+}
+
+// run runs a program in the container and fails the test unless it exits 0.
+func run(t *testing.T, c *Container, args ...string) string {
+	t.Helper()
+	res, err := c.Exec(context.Background(), sandbox.Process{Args: args, Dir: sandbox.WorkspaceDir, Timeout: time.Minute, OutputLimit: 1 << 20})
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("%q: exit %d, err %v, stderr %q", args, res.ExitCode, err, res.Stderr)
+	}
+	return string(res.Stdout)
+}
+
+func TestSuite(t *testing.T) {
+	r := newRuntime(t)
+	sandboxtest.Run(t, sandboxtest.Harness{
+		Language: python(t),
+		Scripts:  pythonScripts,
+		New: func(t *testing.T, tweak func(*sandbox.Spec)) (sandbox.Sandbox, *sandbox.Workspace) {
+			c, ws, _ := newContainer(t, r, tweak)
+			return c, ws
+		},
+	})
+}
+
+func TestContainerConfig(t *testing.T) {
+	r := newRuntime(t)
+	c, _, spec := newContainer(t, r, func(s *sandbox.Spec) {
+		s.MemoryLimitMB, s.CPUShares, s.PidsLimit = 96, 512, 100
+	})
+	info, err := r.api.ContainerInspect(context.Background(), c.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Config.Labels; got[LabelSession] != spec.SessionID || got[LabelManaged] != "true" {
+		t.Errorf("labels = %v; want %s=%s and %s=true", got, LabelSession, spec.SessionID, LabelManaged)
+	}
+	if info.Name != "/codebeaker-"+spec.SessionID {
+		t.Errorf("name = %q", info.Name)
+	}
+	if info.State == nil || !info.State.Running {
+		t.Errorf("state = %+v; want running", info.State)
+	}
+	hc := info.HostConfig
+	if hc.NetworkMode != "none" {
+		t.Errorf("network mode %q; want none", hc.NetworkMode)
+	}
+	if hc.Memory != 96<<20 || hc.MemorySwap != hc.Memory {
+		t.Errorf("memory %d, memory+swap %d; want both %d (no swap)", hc.Memory, hc.MemorySwap, 96<<20)
+	}
+	if hc.CPUShares != 512 {
+		t.Errorf("cpu shares %d; want 512", hc.CPUShares)
+	}
+	if hc.PidsLimit == nil || *hc.PidsLimit != 100 {
+		t.Errorf("pids limit %v; want 100", hc.PidsLimit)
+	}
+	if !slices.Contains(hc.CapDrop, "ALL") || len(hc.CapAdd) != 0 {
+		t.Errorf("cap drop %v, cap add %v; want ALL dropped, none added", hc.CapDrop, hc.CapAdd)
+	}
+	if !slices.Contains(hc.SecurityOpt, "no-new-privileges") {
+		t.Errorf("security options %v; want no-new-privileges", hc.SecurityOpt)
+	}
+	if hc.Privileged {
+		t.Error("privileged")
+	}
+	var bound bool
+	for _, m := range info.Mounts {
+		if m.Destination == sandbox.WorkspaceDir && m.Source == spec.Workspace && m.RW {
+			bound = true
+		}
+	}
+	if !bound {
+		t.Errorf("mounts %+v; want %s bound read-write at %s", info.Mounts, spec.Workspace, sandbox.WorkspaceDir)
+	}
+}
+
+// TestIsolation looks from inside: the command's user, capabilities and
+// network.
+func TestIsolation(t *testing.T) {
+	r := newRuntime(t)
+	c, _, _ := newContainer(t, r, nil)
+
+	status := map[string]string{}
+	for _, line := range strings.Split(run(t, c, "cat", "/proc/self/status"), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			status[k] = strings.Join(strings.Fields(v), " ")
+		}
+	}
+	for k, want := range map[string]string{
+		"Uid":        "1000 1000 1000 1000",
+		"Gid":        "1000 1000 1000 1000",
+		"CapInh":     "0000000000000000",
+		"CapPrm":     "0000000000000000",
+		"CapEff":     "0000000000000000",
+		"CapBnd":     "0000000000000000",
+		"CapAmb":     "0000000000000000",
+		"NoNewPrivs": "1",
+	} {
+		if status[k] != want {
+			t.Errorf("/proc/self/status %s: %q; want %q", k, status[k], want)
+		}
+	}
+	if got := strings.Fields(run(t, c, "ls", "/sys/class/net")); !slices.Equal(got, []string{"lo"}) {
+		t.Errorf("network interfaces %v; want only lo", got)
+	}
+	var ifaces []string
+	for _, line := range strings.Split(run(t, c, "cat", "/proc/net/dev"), "\n") {
+		if name, _, ok := strings.Cut(line, ":"); ok {
+			ifaces = append(ifaces, strings.TrimSpace(name))
+		}
+	}
+	if !slices.Equal(ifaces, []string{"lo"}) {
+		t.Errorf("/proc/net/dev lists %v; want only lo", ifaces)
+	}
+	// The placeholder (and so the container) survives the sandbox user's
+	// kill of everything it may signal.
+	if _, err := c.Exec(context.Background(), sandbox.Process{Args: []string{"sh", "-c", "kill -KILL -1"}, Timeout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, c, "echo", "alive"); got != "alive\n" {
+		t.Errorf("after kill -1: %q", got)
+	}
+}
+
+func TestCreateMissingImage(t *testing.T) {
+	r := newRuntime(t)
+	spec, _ := testSpec(t, r)
+	spec.Image = "codebeaker-no-such-image:latest"
+	sb, err := r.Create(context.Background(), spec)
+	if err == nil {
+		sb.Close(context.Background())
+		t.Fatal("Create with a missing image succeeded")
+	}
+	if !errors.Is(err, sandbox.ErrImageNotFound) {
+		t.Errorf("error %v; want one wrapping sandbox.ErrImageNotFound", err)
+	}
+	if !strings.Contains(err.Error(), spec.Image) {
+		t.Errorf("error %q does not name the image", err)
+	}
+	if left := sessionContainers(t, r, spec.SessionID); len(left) != 0 {
+		t.Errorf("Create left %d containers behind", len(left))
+	}
+}
+
+func TestCloseRemovesContainer(t *testing.T) {
+	r := newRuntime(t)
+	c, ws, _ := newContainer(t, r, nil)
+	if _, err := ws.WriteFile("kept.txt", []byte("kept"), false); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.api.ContainerInspect(ctx, c.ID()); !errdefs.IsNotFound(err) {
+		t.Errorf("inspect after Close: %v; want not found", err)
+	}
+	if err := r.Remove(ctx, c.ID()); err != nil {
+		t.Errorf("Remove of a removed container: %v", err)
+	}
+	// The workspace is the session's, not the container's.
+	if got, err := ws.ReadFile("kept.txt", 100); err != nil || string(got) != "kept" {
+		t.Errorf("workspace file after Close: %q, %v", got, err)
+	}
+}
+
+func TestHealth(t *testing.T) {
+	r := newRuntime(t)
+	h := r.Health(context.Background())
+	if !h.Available || h.Error != "" || !h.Images["python"] {
+		t.Errorf("Health = %+v; want available with the python image", h)
+	}
+	if _, ok := h.Images["deno"]; ok {
+		t.Errorf("Health lists deno among the Docker images: %+v", h)
+	}
+}
