@@ -24,6 +24,8 @@ if [ $# -gt 0 ]; then
 	go test -race -count=1 -timeout 25m "$@"
 else
 	go test -race -count=1 -timeout 25m ./...
+	log "restarting the docker engine under a running server (alone: it disturbs other tests) ..."
+	go test -race -count=1 -timeout 5m -tags disruptive -run TestEngineRestart ./rpc
 	"$CODEBEAKER_ROOT/scripts/check-compose.sh"
 fi
 log "tests passed in $((SECONDS - started))s"

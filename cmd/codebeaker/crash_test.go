@@ -434,3 +434,100 @@ func containerProblems(t *testing.T, api *client.Client, instance string, sessio
 	}
 	return problems
 }
+
+// A SIGTERM lets a running command finish and be answered; the sessions
+// stay open across the restart. A second signal exits at once.
+func TestGracefulShutdown(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	srv := startServer(t, dataDir)
+	c, err := dial(srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created struct{ SessionID string }
+	if e, err := c.call("session.create", map[string]any{"language": "python"}, &created); err != nil || e != nil {
+		t.Fatalf("create: %v %v", e, err)
+	}
+	sid := created.SessionID
+	answered := make(chan error, 1)
+	go func() {
+		var env struct {
+			Success bool
+			Result  struct{ Stdout string }
+		}
+		_, err := c.call("session.execute", map[string]any{"sessionId": sid, "command": map[string]any{
+			"type": "execute_shell", "commandName": "sh", "args": []string{"-c", "sleep 2; echo finished"}}}, &env)
+		if err == nil && (!env.Success || env.Result.Stdout != "finished\n") {
+			err = fmt.Errorf("command ended with %+v", env)
+		}
+		answered <- err
+	}()
+	time.Sleep(500 * time.Millisecond)
+	srv.stop() // SIGTERM, and waits for a clean exit
+	if err := <-answered; err != nil {
+		t.Errorf("the running command was not let finish: %v", err)
+	}
+
+	srv = startServer(t, dataDir)
+	c, err = dial(srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Sessions []struct {
+			SessionID      string
+			ExecutionCount int
+		}
+	}
+	c.call("session.list", map[string]any{}, &list)
+	if len(list.Sessions) != 1 || list.Sessions[0].SessionID != sid || list.Sessions[0].ExecutionCount != 1 {
+		t.Fatalf("after a graceful restart: %+v", list)
+	}
+	var env struct{ Success bool }
+	if e, err := c.call("session.execute", map[string]any{"sessionId": sid, "command": map[string]any{"type": "read_file", "path": "missing"}}, &env); err != nil || e != nil {
+		t.Errorf("session does not take commands after the restart: %v %v", e, err)
+	}
+
+	// Two signals: the second one does not wait for the running command.
+	go c.call("session.execute", map[string]any{"sessionId": sid, "command": map[string]any{"type": "execute_shell", "commandName": "sleep", "args": []string{"60"}}}, nil)
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(200 * time.Millisecond)
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	err = srv.cmd.Wait()
+	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() != 130 {
+		t.Errorf("after a second signal the server exited with %v, want code 130", err)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("a second signal took %s to end the server", took)
+	}
+	// Clean up the session the next run still has.
+	srv = startServer(t, dataDir)
+	if c, err = dial(srv.addr); err == nil {
+		c.call("session.close", map[string]any{"sessionId": sid}, nil)
+	}
+	srv.stop()
+}
+
+// A damaged data file stops the server with a message naming the file and
+// what to do, and the file is left as it was.
+func TestCorruptDataFile(t *testing.T) {
+	dataDir := t.TempDir()
+	path := filepath.Join(dataDir, eventlog.FileName)
+	garbage := []byte(strings.Repeat("not a bbolt file ", 4096))
+	if err := os.WriteFile(path, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary, "serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir).CombinedOutput()
+	if err == nil {
+		t.Fatalf("the server started on a damaged file:\n%s", out)
+	}
+	if !strings.Contains(string(out), path) || !strings.Contains(string(out), "move it aside") {
+		t.Errorf("the message does not name the file and what to do:\n%s", out)
+	}
+	after, _ := os.ReadFile(path)
+	if string(after) != string(garbage) {
+		t.Error("the damaged file was changed")
+	}
+}
