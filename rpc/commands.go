@@ -147,6 +147,7 @@ func firstOf(a, b string) string {
 // outcome is what one command produced: the envelope's fields and what the
 // event log keeps.
 type outcome struct {
+	ran     bool // a process ran (its result is in audit)
 	success bool
 	result  any
 	err     string
@@ -221,17 +222,10 @@ func (s *Service) runCommand(ctx context.Context, l *liveSession, c *command) (o
 		return outcome{success: true, result: res}, nil
 
 	case cmdShell:
-		proc, err := s.process(l, c, append([]string{c.CommandName}, c.Args...))
-		if err != nil {
-			return failed(err), nil
+		r, o, err := s.runProcess(ctx, l, c, append([]string{c.CommandName}, c.Args...))
+		if err != nil || !o.ran {
+			return o, err
 		}
-		r, err := s.exec(ctx, l, proc)
-		if errors.Is(err, sandbox.ErrCannotStart) {
-			return failed(err), nil
-		} else if err != nil {
-			return outcome{}, err
-		}
-		o := processOutcome(r, proc.Timeout)
 		result := map[string]any{
 			"exitCode": r.ExitCode, "stdout": text(r.Stdout), "stderr": text(r.Stderr), "durationMs": r.Duration.Milliseconds(),
 		}
@@ -249,17 +243,10 @@ func (s *Service) runCommand(ctx context.Context, l *liveSession, c *command) (o
 			return fileFailure(err)
 		}
 		defer l.ws.Delete(cleanup)
-		proc, err := s.process(l, c, l.lang.CodeCommand(file))
-		if err != nil {
-			return failed(err), nil
+		r, o, err := s.runProcess(ctx, l, c, l.lang.CodeCommand(file))
+		if err != nil || !o.ran {
+			return o, err
 		}
-		r, err := s.exec(ctx, l, proc)
-		if errors.Is(err, sandbox.ErrCannotStart) {
-			return failed(err), nil
-		} else if err != nil {
-			return outcome{}, err
-		}
-		o := processOutcome(r, proc.Timeout)
 		o.result = strings.TrimSuffix(text(r.Stdout), "\n")
 		if !o.success && len(r.Stderr) > 0 && !r.TimedOut && !r.OOMKilled {
 			o.err = strings.TrimSuffix(text(r.Stderr), "\n")
@@ -267,6 +254,22 @@ func (s *Service) runCommand(ctx context.Context, l *liveSession, c *command) (o
 		return o, nil
 	}
 	return outcome{}, fmt.Errorf("command type %q has no handler", c.Type)
+}
+
+// runProcess runs the process of execute_shell or execute_code. An outcome
+// that did not run (bad timeout, program not found) is already final.
+func (s *Service) runProcess(ctx context.Context, l *liveSession, c *command, args []string) (sandbox.Result, outcome, error) {
+	proc, err := s.process(l, c, args)
+	if err != nil {
+		return sandbox.Result{}, failed(err), nil
+	}
+	r, err := s.exec(ctx, l, proc)
+	if errors.Is(err, sandbox.ErrCannotStart) {
+		return r, failed(err), nil
+	} else if err != nil {
+		return r, outcome{}, err
+	}
+	return r, processOutcome(r, proc.Timeout), nil
 }
 
 // fileFailure turns a workspace error into a failed command when it is the
@@ -328,7 +331,7 @@ func (s *Service) process(l *liveSession, c *command, args []string) (sandbox.Pr
 
 // processOutcome judges a process result and fills in what the log keeps.
 func processOutcome(r sandbox.Result, timeout time.Duration) outcome {
-	o := outcome{success: r.ExitCode == 0 && !r.TimedOut}
+	o := outcome{ran: true, success: r.ExitCode == 0 && !r.TimedOut}
 	switch {
 	case r.TimedOut:
 		o.err = fmt.Sprintf("timed out after %s: the command and everything it started were killed", timeout)
