@@ -8,12 +8,16 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/codebeaker/codebeaker/rpc"
 	"github.com/codebeaker/codebeaker/sandbox"
@@ -312,6 +316,103 @@ func TestDenoMissing(t *testing.T) {
 	e := c.rpcErr("session.create", map[string]any{"language": "deno"}, rpc.CodeRuntimeUnavailable)
 	if !strings.Contains(string(e.Data), "scripts/install-deno.sh") || !strings.Contains(string(e.Data), "deno") {
 		t.Errorf("error %s does not say what is missing and how to install it", e)
+	}
+}
+
+// startDenoRun is one run of a service with the Deno runtime on dataDir,
+// as a restarted server would be.
+func startDenoRun(t testing.TB, dataDir string, opts deno.Options) *run {
+	t.Helper()
+	rt := deno.New(opts)
+	if h := rt.Health(context.Background()); !h.Available && opts.DenoPath == "" {
+		t.Fatalf("%s (these tests need the real Deno and bubblewrap)", h.Error)
+	}
+	svc, err := rpc.Open(context.Background(), rpc.Config{
+		DataDir:      dataDir,
+		Runtimes:     map[string]sandbox.Runtime{sandbox.KindDeno: rt},
+		Limits:       rpc.DefaultLimits(),
+		Logger:       zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+		ReapInterval: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &run{t: t, svc: svc, srv: rpc.NewServer(svc, rpc.ServerOptions{})}
+	r.http = httptest.NewServer(r.srv.Handler())
+	return r
+}
+
+// denoLeftovers lists what a Deno session holds on the host that still
+// exists: workspace, Deno cache, cgroups.
+func denoLeftovers(workspace, sessionID string) []string {
+	var left []string
+	paths := []string{workspace, workspace + ".deno-cache"}
+	for _, ctl := range []string{"memory", "pids", "cpu"} {
+		paths = append(paths, filepath.Join("/sys/fs/cgroup", ctl, "codebeaker", sessionID))
+	}
+	paths = append(paths, filepath.Join("/sys/fs/cgroup", "codebeaker", sessionID)) // cgroup v2
+	for _, p := range paths {
+		if _, err := os.Stat(p); err == nil {
+			left = append(left, p)
+		}
+	}
+	return left
+}
+
+// A Deno session outlives a restart of the server: the next run makes its
+// sandbox again from the session's spec, on the same workspace, with the
+// same limits.
+func TestDenoRestart(t *testing.T) {
+	dataDir := t.TempDir()
+	first := startDenoRun(t, dataDir, deno.Options{})
+	c := first.dial()
+	sid := c.create(map[string]any{"language": "deno", "memoryLimitMB": 64, "permissions": map[string]any{"allowEnv": []string{"CB"}}})
+	c.mustSucceed(sid, map[string]any{"type": "execute_code", "code": "Deno.writeTextFileSync('notes.txt', 'kept'); console.log('ok')"})
+	view, _ := first.svc.View().Get(sid)
+	first.stop()
+
+	second := startDenoRun(t, dataDir, deno.Options{})
+	defer second.stop()
+	c = second.dial()
+	env := c.mustSucceed(sid, map[string]any{"type": "execute_code", "code": "console.log(Deno.readTextFileSync('notes.txt'), Deno.env.get('CB'))", "env": map[string]string{"CB": "granted"}})
+	if got := codeResult(t, env); got != "kept granted" {
+		t.Errorf("after the restart: %q", got)
+	}
+	env = c.exec(sid, map[string]any{"type": "execute_code", "code": "Deno.env.get('HOME')"})
+	if env.Success {
+		t.Error("after the restart, env access beyond the grant worked")
+	}
+	env = c.exec(sid, map[string]any{"type": "execute_code",
+		"code": "const keep = [];\nfor (let i = 0; i < 256; i++) { const b = new Uint8Array(1 << 20); for (let j = 0; j < b.length; j += 4096) b[j] = 1; keep.push(b); }\nconsole.log('allocated');"})
+	if env.Success || env.Error == nil || !strings.Contains(*env.Error, "memory") {
+		t.Errorf("after the restart, 256 MiB under a 64 MiB limit: %+v %s", env, env.Result)
+	}
+	c.ok("session.close", map[string]any{"sessionId": sid}, nil)
+	if left := denoLeftovers(view.Workspace, sid); len(left) > 0 {
+		t.Errorf("left after session.close: %v", left)
+	}
+}
+
+// A session closed by a run that never took its sandbox back leaves
+// nothing behind either. Here the second run cannot make Deno sandboxes
+// (its deno is missing), so the sandbox is never taken back.
+func TestDenoCloseAfterRestart(t *testing.T) {
+	dataDir := t.TempDir()
+	first := startDenoRun(t, dataDir, deno.Options{})
+	c := first.dial()
+	sid := c.create(map[string]any{"language": "deno"})
+	c.mustSucceed(sid, map[string]any{"type": "execute_code", "code": "console.log(1)"})
+	view, _ := first.svc.View().Get(sid)
+	first.stop()
+
+	t.Cleanup(func() { // whatever the outcome, leave no cgroup behind
+		deno.New(deno.Options{}).Discard(context.Background(), sandbox.Spec{SessionID: sid, Workspace: view.Workspace})
+	})
+	second := startDenoRun(t, dataDir, deno.Options{DenoPath: "/nonexistent/deno"})
+	defer second.stop()
+	second.dial().ok("session.close", map[string]any{"sessionId": sid}, nil)
+	if left := denoLeftovers(view.Workspace, sid); len(left) > 0 {
+		t.Errorf("left after session.close: %v", left)
 	}
 }
 

@@ -69,7 +69,7 @@ func toRPC(err error) error {
 // from the detail shown to clients; those errors are written to be shown.
 func clientText(err error) string {
 	msg := err.Error()
-	for _, prefix := range []string{"sandbox: ", "docker: "} {
+	for _, prefix := range []string{"sandbox: ", "docker: ", "deno: "} {
 		msg = strings.TrimPrefix(msg, prefix)
 	}
 	return msg

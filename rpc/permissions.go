@@ -3,6 +3,7 @@ package rpc
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/sandbox"
@@ -52,8 +53,8 @@ func permission(raw json.RawMessage) ([]string, error) {
 		return nil, fmt.Errorf("lists %d entries; at most %d", len(list), maxPermissionEntries)
 	}
 	for _, item := range list {
-		if item == "" || len(item) > 4096 {
-			return nil, fmt.Errorf("has an empty or over-long entry")
+		if item == "" || len(item) > 4096 || strings.ContainsAny(item, ",\x00") {
+			return nil, fmt.Errorf("has an empty or over-long entry, or one with a comma (Deno's list separator)")
 		}
 	}
 	if len(list) == 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,6 +60,9 @@ func (s *Service) recoverSession(ctx context.Context, sess projection.Session) e
 		// The client never got its session: undo what was made. A container
 		// already made is unowned now; the reconciler removes it.
 		os.RemoveAll(spec.Workspace)
+		if r, ok := runtime.(sandbox.Discarder); ok {
+			r.Discard(ctx, spec)
+		}
 		_, err := s.log.Append(ctx, eventlog.Record{SessionID: sess.ID, Type: eventlog.SessionCreateFailed,
 			Data: eventlog.SessionCreateFailedData{Error: "the server stopped while the session was being created"}})
 		return err
@@ -92,7 +96,8 @@ func (s *Service) recoverSession(ctx context.Context, sess projection.Session) e
 func (s *Service) removeOrphanWorkspaces() {
 	entries, _ := os.ReadDir(filepath.Join(s.cfg.DataDir, "workspaces"))
 	for _, e := range entries {
-		if _, open := s.view.Get(e.Name()); !open {
+		id, _, _ := strings.Cut(e.Name(), ".") // <id>.deno-cache is session <id>'s too
+		if _, open := s.view.Get(id); !open {
 			if err := os.RemoveAll(filepath.Join(s.cfg.DataDir, "workspaces", e.Name())); err != nil {
 				s.cfg.Logger.Warn().Err(err).Str("session", e.Name()).Msg("cannot remove a workspace no session owns")
 			}
@@ -176,6 +181,9 @@ func (s *Service) removeSandbox(ctx context.Context, l *liveSession) error {
 	view, _ := s.view.Get(l.id)
 	if r, ok := l.runtime.(sandbox.Reattacher); ok && view.ContainerID != "" {
 		return r.Remove(ctx, view.ContainerID)
+	}
+	if r, ok := l.runtime.(sandbox.Discarder); ok {
+		return r.Discard(ctx, l.spec)
 	}
 	return nil
 }

@@ -10,6 +10,14 @@ import (
 // with it never started, so it may be retried once the sandbox is back.
 var ErrGone = errors.New("sandbox: the session's sandbox is gone")
 
+// Discarder is a runtime without Reattacher that still holds something of
+// a session's between commands (Deno: a cgroup and a cache folder). A
+// session closed by a process that never took its sandbox back (after a
+// restart) frees it with Discard, from the spec alone.
+type Discarder interface {
+	Discard(ctx context.Context, spec Spec) error
+}
+
 // Reattacher is a runtime whose sandboxes outlive the server process, so a
 // restarted server must find them again. Runtimes that keep nothing between
 // commands but the workspace need not implement it: Create on the same

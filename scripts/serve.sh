@@ -11,6 +11,7 @@ have_cmd go || die "Go 1.26 or newer is needed (https://go.dev/doc/install); it 
 
 ensure_docker
 "$CODEBEAKER_ROOT/scripts/build-runtime-images.sh"
+"$CODEBEAKER_ROOT/scripts/install-deno.sh"
 log "building codebeaker ..."
 go build -trimpath -o "$CODEBEAKER_ROOT/codebeaker" ./cmd/codebeaker
 log "serving (Ctrl-C drains running commands; a second Ctrl-C exits at once) ..."

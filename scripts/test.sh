@@ -13,6 +13,7 @@ have_cmd go || die "Go 1.26 or newer is needed (https://go.dev/doc/install); it 
 
 ensure_docker
 "$CODEBEAKER_ROOT/scripts/build-runtime-images.sh"
+"$CODEBEAKER_ROOT/scripts/install-deno.sh"
 
 log "checking formatting and go vet ..."
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/codebeaker/codebeaker/rpc"
 	"github.com/codebeaker/codebeaker/sandbox"
+	"github.com/codebeaker/codebeaker/sandbox/deno"
 	"github.com/codebeaker/codebeaker/sandbox/docker"
 )
 
@@ -91,9 +92,15 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if err := dockerRuntime.Ping(ctx); err != nil {
 		logger.Warn().Err(err).Msg("docker engine not reachable: Docker sessions fail until it is")
 	}
+	denoRuntime := deno.New(deno.Options{})
+	if h := denoRuntime.Health(ctx); !h.Available {
+		logger.Warn().Str("error", h.Error).Msg("Deno sessions fail until Deno and bubblewrap are installed")
+	} else {
+		logger.Info().Str("memoryLimit", denoRuntime.MemoryLimit()).Msg("Deno sessions available")
+	}
 	svc, err := rpc.Open(ctx, rpc.Config{
 		DataDir:  c.dataDir,
-		Runtimes: map[string]sandbox.Runtime{sandbox.KindDocker: dockerRuntime},
+		Runtimes: map[string]sandbox.Runtime{sandbox.KindDocker: dockerRuntime, sandbox.KindDeno: denoRuntime},
 		Limits:   c.limits,
 		Logger:   logger,
 
