@@ -91,7 +91,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	if ok, err := r.ImageExists(ctx, spec.Image); err != nil {
-		return nil, fmt.Errorf("%w: docker engine: %v", sandbox.ErrUnavailable, err)
+		return nil, unavailable("look up the image", err)
 	} else if !ok {
 		return nil, fmt.Errorf("%w: image %q is not on this host (build it with scripts/build-runtime-images.sh, or docker build/load it)", sandbox.ErrImageNotFound, spec.Image)
 	}
@@ -121,12 +121,12 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 	}
 	created, err := r.api.ContainerCreate(ctx, cfg, host, nil, nil, "codebeaker-"+strings.ToLower(spec.SessionID))
 	if err != nil {
-		return nil, fmt.Errorf("%w: create container: %v", sandbox.ErrUnavailable, err)
+		return nil, unavailable("create container", err)
 	}
 	c := &Container{api: r.api, id: created.ID}
 	if err := r.api.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		c.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("%w: start container: %v", sandbox.ErrUnavailable, err)
+		return nil, unavailable("start container", err)
 	}
 	return c, nil
 }
