@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+
+	"github.com/codebeaker/codebeaker/eventlog/chain"
 )
 
 // Type names what happened. Types are part of the on-disk format: never
@@ -33,6 +35,15 @@ type Event struct {
 	Type      Type            `json:"type"`
 	Version   int             `json:"v"`
 	Data      json.RawMessage `json:"data"`
+	// Hash links the event to the one before (doc.go, "The hash chain"):
+	// lower-case hex SHA-256 over the event as stored. An upcast payload is
+	// no longer what the hash covers; Verify checks the stored form.
+	Hash string `json:"hash,omitempty"`
+}
+
+// chainEvent is the part of e the hash chain covers.
+func (e Event) chainEvent() chain.Event {
+	return chain.Event{Seq: e.Seq, ID: e.ID, SessionID: e.SessionID, Time: e.Time, Type: string(e.Type), Version: e.Version, Data: e.Data}
 }
 
 // Decode unmarshals the event's payload into v.
@@ -125,6 +136,12 @@ type CommandCompletedData struct {
 	StoredCut       bool   `json:"storedCut,omitempty"` // the stored copy is shorter than the client's
 	TimedOut        bool   `json:"timedOut,omitempty"`
 	OOMKilled       bool   `json:"oomKilled,omitempty"`
+	// Set by retention (Log.CompactOutput) in place of Stdout and Stderr:
+	// the hex SHA-256 of the text that was stored, which keeps the event's
+	// hash as it was. Optional members, so payload version 1 still.
+	StdoutSha256    string `json:"stdoutSha256,omitempty"`
+	StderrSha256    string `json:"stderrSha256,omitempty"`
+	OutputCompacted bool   `json:"outputCompacted,omitempty"`
 }
 
 // SessionClosingData is the payload of SessionClosing.

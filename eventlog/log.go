@@ -15,13 +15,15 @@ import (
 	"github.com/oklog/ulid/v2"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/codebeaker/codebeaker/eventlog/chain"
 	"github.com/codebeaker/codebeaker/migrations"
 )
 
 // Errors returned by the log.
 var (
-	ErrClosed = errors.New("eventlog: log is closed")
-	ErrLocked = errors.New("eventlog: data file is locked by another process")
+	ErrClosed   = errors.New("eventlog: log is closed")
+	ErrLocked   = errors.New("eventlog: data file is locked by another process")
+	ErrReadOnly = errors.New("eventlog: log is open read-only")
 )
 
 // FileName is the name of the log file inside the data dir.
@@ -37,6 +39,11 @@ type Options struct {
 	LockTimeout time.Duration
 	// MaxBatch caps the appends committed in one transaction.
 	MaxBatch int
+	// ReadOnly opens an existing file for reading only, sharing it with
+	// other readers: nothing is migrated or written, Append fails with
+	// ErrReadOnly. A file at layout 1 is read as it is (its events have no
+	// hash); one newer than this binary knows is refused.
+	ReadOnly bool
 }
 
 // Log is an open event log. Its methods are safe for concurrent use.
@@ -53,8 +60,9 @@ type Log struct {
 
 	// Owned by the writer: ids are made in commit order, so they increase
 	// with the seqs.
-	entropy *ulid.MonotonicEntropy
-	lastID  ulid.ULID // the newest id in the file
+	entropy  *ulid.MonotonicEntropy
+	lastID   ulid.ULID  // the newest id in the file
+	lastHash chain.Hash // the head of the chain: the newest event's hash
 }
 
 type appendReq struct {
@@ -70,19 +78,26 @@ func Open(path string, opts Options) (*Log, error) {
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = 256
 	}
+	if opts.ReadOnly {
+		return openReadOnly(path, opts)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("eventlog: create data dir: %w", err)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, FreelistType: bolt.FreelistMapType})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("%w: %s (is another codebeaker using this data dir?)", ErrLocked, path)
-		}
-		return nil, fmt.Errorf("eventlog: open %s: %w (if the file is damaged, move it aside and restore a backup; it is never overwritten)", path, err)
+		return nil, openError(path, err)
 	}
+	var head chain.Hash
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := migrations.Run(tx)
-		return err
+		if _, err := migrations.Run(tx); err != nil {
+			return err
+		}
+		var ok bool
+		if _, head, ok = migrations.Head(tx); !ok {
+			return errors.New("the head of the hash chain is not recorded: the file is damaged")
+		}
+		return nil
 	}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("eventlog: %s: %w", path, err)
@@ -93,17 +108,62 @@ func Open(path string, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("eventlog: %s: %w", path, err)
 	}
 	l := &Log{
-		db:      db,
-		path:    path,
-		opts:    opts,
-		appends: make(chan *appendReq),
-		done:    make(chan struct{}),
-		entropy: ulid.Monotonic(rand.Reader, 0),
-		lastID:  lastID,
+		db:       db,
+		path:     path,
+		opts:     opts,
+		appends:  make(chan *appendReq),
+		done:     make(chan struct{}),
+		entropy:  ulid.Monotonic(rand.Reader, 0),
+		lastID:   lastID,
+		lastHash: head,
 	}
 	l.wg.Add(1)
 	go l.writer()
 	return l, nil
+}
+
+func openReadOnly(path string, opts Options) (*Log, error) {
+	db, err := openBoltReadOnly(path, opts.LockTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.View(checkReadable); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("eventlog: %s: %w", path, err)
+	}
+	return &Log{db: db, path: path, opts: opts, done: make(chan struct{})}, nil
+}
+
+// openBoltReadOnly opens an existing file read-only, taking a shared lock:
+// it waits up to timeout for a writer (a running server) to let go.
+func openBoltReadOnly(path string, timeout time.Duration) (*bolt.DB, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("eventlog: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	if err != nil {
+		return nil, openError(path, err)
+	}
+	return db, nil
+}
+
+func openError(path string, err error) error {
+	if errors.Is(err, bolt.ErrTimeout) {
+		return fmt.Errorf("%w: %s (is another codebeaker using this data dir?)", ErrLocked, path)
+	}
+	return fmt.Errorf("eventlog: open %s: %w (if the file is damaged, move it aside and restore a backup; it is never overwritten)", path, err)
+}
+
+// checkReadable refuses a file that this binary cannot read as it is.
+func checkReadable(tx *bolt.Tx) error {
+	switch v := migrations.Version(tx); {
+	case v > migrations.LayoutVersion():
+		return fmt.Errorf("%w (file has layout %d, this binary knows up to %d): upgrade codebeaker", migrations.ErrNewerLayout, v, migrations.LayoutVersion())
+	case v == 0:
+		return errors.New("not a CodeBeaker data file (no layout version)")
+	}
+	// Layouts 1 and 2 have the same buckets.
+	return nil
 }
 
 // Path returns the file the log lives in.
@@ -114,7 +174,7 @@ func (l *Log) Path() string { return l.path }
 func (l *Log) Close() error {
 	var err error
 	l.closeOnce.Do(func() {
-		close(l.done)
+		close(l.done) // a read-only log has no writer to wait for
 		l.wg.Wait()
 		err = l.db.Close()
 	})
@@ -126,6 +186,9 @@ func (l *Log) Close() error {
 func (l *Log) Append(ctx context.Context, recs ...Record) ([]Event, error) {
 	if len(recs) == 0 {
 		return nil, nil
+	}
+	if l.opts.ReadOnly {
+		return nil, ErrReadOnly
 	}
 	req := &appendReq{events: make([]Event, len(recs)), result: make(chan error, 1)}
 	for i, r := range recs {
@@ -232,19 +295,27 @@ func (l *Log) commit(batch []*appendReq) ([]Event, error) {
 			r.events[i].ID, r.events[i].Time = l.newID(now), now
 		}
 	}
-	var committed []Event
+	var (
+		committed []Event
+		head      chain.Hash
+	)
 	err := l.db.Update(func(tx *bolt.Tx) error {
-		committed = committed[:0]
+		committed, head = committed[:0], l.lastHash
 		events := tx.Bucket(migrations.BucketEvents)
 		index := tx.Bucket(migrations.BucketSessionEvents)
+		var seq uint64
 		for _, r := range batch {
 			for i := range r.events {
 				e := &r.events[i]
-				seq, err := events.NextSequence()
-				if err != nil {
+				var err error
+				if seq, err = events.NextSequence(); err != nil {
 					return err
 				}
 				e.Seq = seq
+				if head, err = chain.Of(head, e.chainEvent()); err != nil {
+					return err
+				}
+				e.Hash = head.String()
 				value, err := json.Marshal(e)
 				if err != nil {
 					return err
@@ -258,11 +329,12 @@ func (l *Log) commit(batch []*appendReq) ([]Event, error) {
 				committed = append(committed, *e)
 			}
 		}
-		return nil
+		return migrations.PutHead(tx, seq, head)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: commit to %s: %w", l.path, err)
 	}
+	l.lastHash = head
 	return committed, nil
 }
 
@@ -292,6 +364,40 @@ func (l *Log) Scan(afterSeq uint64, fn func(Event) error) error {
 		}
 		return nil
 	})
+}
+
+// Events returns up to limit events after seq afterSeq, in order. limit <= 0
+// means no limit.
+func (l *Log) Events(afterSeq uint64, limit int) ([]Event, error) {
+	var out []Event
+	err := l.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(migrations.BucketEvents).Cursor()
+		for k, v := c.Seek(seqKey(afterSeq + 1)); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
+			e, err := decode(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Head returns the sequence number and hash of the newest event as the
+// file's head record has them: what `codebeaker audit verify` prints, and
+// what an auditor keeps outside the file to anchor the chain. Both are
+// zero for an empty log.
+func (l *Log) Head() (uint64, chain.Hash, error) {
+	var (
+		seq uint64
+		h   chain.Hash
+	)
+	err := l.db.View(func(tx *bolt.Tx) error {
+		seq, h, _ = migrations.Head(tx)
+		return nil
+	})
+	return seq, h, err
 }
 
 // SessionEvents returns up to limit events of one session after seq
@@ -355,3 +461,5 @@ func sessionKey(sessionID string, seq uint64) []byte {
 	binary.BigEndian.PutUint64(k[len(sessionID):], seq)
 	return k
 }
+
+func seqOf(k []byte) uint64 { return binary.BigEndian.Uint64(k) }

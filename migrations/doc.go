@@ -5,10 +5,20 @@
 // transaction, every migration above the file's version, in order; a file
 // written by a newer CodeBeaker is refused rather than guessed at.
 //
-// Event payloads carry their own schema version. Stored events are never
-// rewritten: Upcast turns an old payload into the current shape when it is
-// read, one registered step at a time.
+//	layout 1  the meta, events and session_events buckets
+//	layout 2  every envelope carries "hash", chained over the events in seq
+//	          order (eventlog/doc.go), and meta holds the "head" record; a
+//	          layout-1 file is chained as it stands, or, if it is not intact
+//	          (a gap, a misplaced or unreadable event), left unchanged
+//
+// Event payloads carry their own schema version. Upcast turns an old
+// payload into the current shape when it is read, one registered step at a
+// time; stored payloads are not rewritten to a new version (the hash chain
+// covers them as stored). The only rewrite of stored events is layout 2's
+// adding of hashes, and retention's replacing of command output by its
+// digest (eventlog.Log.CompactOutput), which leaves hashes as they were.
 //
 // Every migration and upcaster must have a test case; TestEveryStepIsTested
-// fails when one is added without one.
+// fails when one is added without one. testdata/layout1.db is a file the
+// first released layout wrote; TestLayout1File migrates and replays it.
 package migrations

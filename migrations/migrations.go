@@ -1,12 +1,15 @@
 package migrations
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/codebeaker/codebeaker/eventlog/chain"
 )
 
 // Bucket names of the current layout.
@@ -16,7 +19,10 @@ var (
 	BucketSessionEvents = []byte("session_events")
 )
 
-var keyLayout = []byte("layout")
+var (
+	keyLayout = []byte("layout")
+	keyHead   = []byte("head")
+)
 
 // PayloadVersion is the schema version of event payloads written now.
 const PayloadVersion = 1
@@ -42,6 +48,90 @@ var All = []Migration{
 		}
 		return nil
 	}},
+	{2, "chain every event to the one before by a SHA-256 hash, and record the head of the chain", chainEvents},
+}
+
+// chainEvents is layout 2: every stored envelope gets its "hash", computed
+// in seq order as eventlog/doc.go describes, and meta gets the head record.
+// Events are otherwise left as they were; the file must be intact (seqs
+// from 1 with no gap, each equal to its key), or nothing is changed.
+func chainEvents(tx *bolt.Tx) error {
+	events := tx.Bucket(BucketEvents)
+	if events == nil {
+		return errors.New("the events bucket is missing")
+	}
+	prev, last := chain.Zero, uint64(0)
+	c := events.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(k) != 8 {
+			return fmt.Errorf("event key %x is not a seq: the file is damaged; it is left as it was", k)
+		}
+		if seq := binary.BigEndian.Uint64(k); seq != last+1 {
+			return fmt.Errorf("event %d follows event %d: the file is damaged (a gap in the sequence); it is left as it was", seq, last)
+		}
+		last++
+		var e storedEvent
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("event %d is unreadable: %w", last, err)
+		}
+		if e.Seq != last {
+			return fmt.Errorf("event stored at %d says it is %d: the file is damaged; it is left as it was", last, e.Seq)
+		}
+		h, err := chain.Of(prev, e.Event)
+		if err != nil {
+			return fmt.Errorf("event %d: %w", last, err)
+		}
+		e.Hash, prev = h.String(), h
+		value, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("event %d: %w", last, err)
+		}
+		// Overwriting the value of the cursor's key leaves bbolt's cursor
+		// unusable; seek back to the key before moving on.
+		key := bytes.Clone(k)
+		if err := events.Put(key, value); err != nil {
+			return err
+		}
+		c.Seek(key)
+	}
+	if seq := events.Sequence(); seq != last {
+		return fmt.Errorf("the events bucket's sequence is %d but the last event is %d: the file is damaged; it is left as it was", seq, last)
+	}
+	return PutHead(tx, last, prev)
+}
+
+// storedEvent is a stored envelope from layout 2 on.
+type storedEvent struct {
+	chain.Event
+	Hash string `json:"hash,omitempty"`
+}
+
+// PutHead records the seq and hash of the newest event in meta (layout 2):
+// "head" -> seq (uint64 big-endian) || hash (32 bytes).
+func PutHead(tx *bolt.Tx, seq uint64, h chain.Hash) error {
+	meta := tx.Bucket(BucketMeta)
+	if meta == nil {
+		return errors.New("migrations: the meta bucket is missing")
+	}
+	var buf [8 + len(chain.Hash{})]byte
+	binary.BigEndian.PutUint64(buf[:8], seq)
+	copy(buf[8:], h[:])
+	return meta.Put(keyHead, buf[:])
+}
+
+// Head reads the head record: the seq and hash of the newest event. ok is
+// false when the file has none (a layout before 2, or a damaged file).
+func Head(tx *bolt.Tx) (seq uint64, h chain.Hash, ok bool) {
+	meta := tx.Bucket(BucketMeta)
+	if meta == nil {
+		return 0, h, false
+	}
+	v := meta.Get(keyHead)
+	if len(v) != 8+len(h) {
+		return 0, h, false
+	}
+	copy(h[:], v[8:])
+	return binary.BigEndian.Uint64(v[:8]), h, true
 }
 
 // LayoutVersion is the layout this binary writes.

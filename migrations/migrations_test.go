@@ -2,13 +2,16 @@ package migrations_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -40,6 +43,111 @@ var layoutCases = map[int]layoutCase{
 			}
 		},
 	},
+	2: {
+		before: func(t *testing.T, tx *bolt.Tx) {
+			// Layout 1 as it was written: envelopes without a hash, and the
+			// index; one output event to show its digest in the chain.
+			for _, name := range [][]byte{migrations.BucketMeta, migrations.BucketEvents, migrations.BucketSessionEvents} {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			events, index := tx.Bucket(migrations.BucketEvents), tx.Bucket(migrations.BucketSessionEvents)
+			for i, v := range layout1Events {
+				seq, err := events.NextSequence()
+				if err != nil || seq != uint64(i+1) {
+					t.Fatalf("NextSequence = %d, %v", seq, err)
+				}
+				put(t, events, seqKey(seq), []byte(v))
+				put(t, index, append([]byte("01jfs"), seqKey(seq)...), nil)
+			}
+		},
+		after: func(t *testing.T, tx *bolt.Tx) {
+			// Each envelope is as it was plus its hash, chained over the
+			// canonical form that eventlog/doc.go documents, spelt out here.
+			events := tx.Bucket(migrations.BucketEvents)
+			prev := make([]byte, 32)
+			for i, v := range layout1Events {
+				sum := sha256.Sum256(append(prev, layout1Canonical[i]...))
+				prev = sum[:]
+				want := v[:len(v)-1] + `,"hash":"` + hex.EncodeToString(sum[:]) + `"}`
+				if got := string(events.Get(seqKey(uint64(i + 1)))); got != want {
+					t.Errorf("event %d after the migration:\n got %s\nwant %s", i+1, got, want)
+				}
+			}
+			seq, head, ok := migrations.Head(tx)
+			if !ok || seq != uint64(len(layout1Events)) || !bytes.Equal(head[:], prev) {
+				t.Errorf("head = %d %x (%v), want %d %x", seq, head, ok, len(layout1Events), prev)
+			}
+		},
+	},
+}
+
+// layout1Events are envelopes as layout 1 stored them, and
+// layout1Canonical their canonical forms as eventlog/doc.go defines them.
+var (
+	layout1Events = []string{
+		`{"seq":1,"id":"01JFS0000000000000000000A1","sessionId":"01jfs","time":"2025-03-01T12:00:00Z","type":"SessionCreating","v":1,"data":{"language":"python","runtime":"docker","config":{"idleTimeoutMinutes":30,"maxLifetimeMinutes":120,"memoryLimitMB":512,"cpuShares":1024,"pidsLimit":256}}}`,
+		`{"seq":2,"id":"01JFS0000000000000000000A2","sessionId":"01jfs","time":"2025-03-01T12:00:01.5Z","type":"CommandCompleted","v":1,"data":{"commandId":"c1","type":"execute_shell","success":true,"exitCode":0,"durationMs":98,"stdoutBytes":14,"stderrBytes":3,"stdout":"Hello, World!\n","stderr":"\u003cb\u003e"}}`,
+		`{"seq":3,"id":"01JFS0000000000000000000A3","sessionId":"01jfs","time":"2025-03-01T12:00:02.123456789Z","type":"SessionClosed","v":1,"data":{"reason":"client"}}`,
+	}
+	layout1Canonical = []string{
+		`{"seq":1,"id":"01JFS0000000000000000000A1","sessionId":"01jfs","time":"2025-03-01T12:00:00Z","type":"SessionCreating","v":1,"data":{"language":"python","runtime":"docker","config":{"idleTimeoutMinutes":30,"maxLifetimeMinutes":120,"memoryLimitMB":512,"cpuShares":1024,"pidsLimit":256}}}`,
+		// sha256("Hello, World!\n") and sha256("<b>")
+		`{"seq":2,"id":"01JFS0000000000000000000A2","sessionId":"01jfs","time":"2025-03-01T12:00:01.5Z","type":"CommandCompleted","v":1,"data":{"commandId":"c1","type":"execute_shell","success":true,"exitCode":0,"durationMs":98,"stdoutBytes":14,"stderrBytes":3,"stdoutSha256":"c98c24b677eff44860afea6f493bbaec5bb1c4cbb209c6fc2bbb47f66ff2ad31","stderrSha256":"` + sha256Hex("<b>") + `"}}`,
+		`{"seq":3,"id":"01JFS0000000000000000000A3","sessionId":"01jfs","time":"2025-03-01T12:00:02.123456789Z","type":"SessionClosed","v":1,"data":{"reason":"client"}}`,
+	}
+)
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+func put(t *testing.T, b *bolt.Bucket, k, v []byte) {
+	t.Helper()
+	if err := b.Put(k, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A layout-1 file that is not intact is not migrated, and not changed.
+func TestChainMigrationRefusesDamagedFile(t *testing.T) {
+	for name, damage := range map[string]func(t *testing.T, events *bolt.Bucket){
+		"gap":        func(t *testing.T, events *bolt.Bucket) { events.Delete(seqKey(2)) },
+		"misplaced":  func(t *testing.T, events *bolt.Bucket) { put(t, events, seqKey(2), []byte(layout1Events[2])) },
+		"unreadable": func(t *testing.T, events *bolt.Bucket) { put(t, events, seqKey(3), []byte(`{"seq":3,`)) },
+		"tail cut":   func(t *testing.T, events *bolt.Bucket) { events.Delete(seqKey(3)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "events.db")
+			db := openDB(t, path)
+			update(t, db, func(tx *bolt.Tx) error {
+				layoutCases[2].before(t, tx)
+				setLayout(t, tx, 1)
+				damage(t, tx.Bucket(migrations.BucketEvents))
+				return nil
+			})
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			damaged := readFile(t, path)
+			db = openDB(t, path)
+			err := db.Update(func(tx *bolt.Tx) error { _, err := migrations.Run(tx); return err })
+			if err == nil || !strings.Contains(err.Error(), "layout 2") {
+				t.Errorf("Run on a damaged layout-1 file = %v, want an error naming layout 2", err)
+			}
+			t.Log(err)
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(readFile(t, path), damaged) {
+				t.Error("the failed migration changed the file")
+			}
+		})
+	}
 }
 
 type upcastKey struct {

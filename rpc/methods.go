@@ -102,6 +102,7 @@ func (s *Service) register(d *jsonrpc.Dispatcher) {
 		}
 		return closeResult{SessionID: p.SessionID, Closed: true}, nil
 	}))
+	d.Register("session.history", method(func(ctx context.Context, p HistoryParams) (any, error) { return s.History(ctx, p) }))
 }
 
 // method adapts a typed function to a JSON-RPC handler: params are decoded

@@ -7,6 +7,8 @@
 //   - sequence numbers run from 1 with no gap, the events bucket's sequence
 //     is the last of them, and every stored event's seq equals its key;
 //   - the ULIDs are strictly increasing in sequence order;
+//   - eventlog.Verify passes: every hash is chained to the previous one, and
+//     the head record names the last event;
 //   - session_events holds exactly one entry per event, each pointing at an
 //     event of that session;
 //   - Scan, SessionEvents, HasSession and LastSeq read back the same events;

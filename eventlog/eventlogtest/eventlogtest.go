@@ -1,6 +1,7 @@
 package eventlogtest
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -157,6 +158,10 @@ func Check(t testing.TB, path string) {
 		return nil
 	}); err != nil {
 		t.Errorf("eventlogtest: read %s: %v", path, err)
+	}
+	db.Close()
+	if _, err := eventlog.Verify(context.Background(), path, eventlog.VerifyOptions{LockTimeout: time.Second}); err != nil {
+		t.Errorf("eventlogtest: verify %s: %v", path, err)
 	}
 }
 

@@ -1,0 +1,194 @@
+package rpc_test
+
+import (
+	"encoding/json"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/codebeaker/codebeaker/eventlog"
+	"github.com/codebeaker/codebeaker/rpc"
+)
+
+// historyPage is session.history's result as the client reads it.
+type historyPage struct {
+	Events []struct {
+		Seq       uint64          `json:"seq"`
+		ID        string          `json:"id"`
+		SessionID string          `json:"sessionId"`
+		Time      time.Time       `json:"time"`
+		Type      string          `json:"type"`
+		V         int             `json:"v"`
+		Data      json.RawMessage `json:"data"`
+		Hash      string          `json:"hash"`
+	} `json:"events"`
+	NextAfterSeq uint64 `json:"nextAfterSeq"`
+	More         bool   `json:"more"`
+}
+
+func (p historyPage) types() []string {
+	var out []string
+	for _, e := range p.Events {
+		out = append(out, e.Type)
+	}
+	return out
+}
+
+var hexHash = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// The history of a session that ran several commands, over a real
+// WebSocket, while open and once closed.
+func TestHistoryOfSession(t *testing.T) {
+	ts := newTestServer(t)
+	c := ts.dial()
+	sid := c.create(map[string]any{"language": "python"})
+	c.mustSucceed(sid, map[string]any{"type": "write_file", "path": "hello.py", "content": "print('Hello, World!')"})
+	if r := c.shell(sid, "python3", "/workspace/hello.py"); r.Stdout != "Hello, World!\n" {
+		t.Fatalf("shell: %+v", r)
+	}
+	if r := c.shell(sid, "sh", "-c", "echo oops >&2; exit 3"); r.ExitCode != 3 {
+		t.Fatalf("shell: %+v", r)
+	}
+	other := c.create(map[string]any{"language": "python"}) // its events interleave in the log
+
+	var h historyPage
+	raw := c.ok("session.history", map[string]any{"sessionId": sid}, &h)
+	want := []string{"SessionCreating", "SessionCreated", "CommandStarted", "CommandCompleted", "CommandStarted", "CommandCompleted", "CommandStarted", "CommandCompleted"}
+	if !reflect.DeepEqual(h.types(), want) {
+		t.Fatalf("history types %v, want %v", h.types(), want)
+	}
+	if h.More || h.NextAfterSeq != h.Events[len(h.Events)-1].Seq {
+		t.Errorf("one page with everything: more %v, nextAfterSeq %d", h.More, h.NextAfterSeq)
+	}
+	var members struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	json.Unmarshal(raw, &members)
+	for i, e := range h.Events {
+		if got := keys(t, members.Events[i]); !reflect.DeepEqual(got, []string{"data", "hash", "id", "seq", "sessionId", "time", "type", "v"}) {
+			t.Errorf("event members %v", got)
+		}
+		if e.SessionID != sid || e.V != eventlog.CurrentVersion || len(e.ID) != 26 || e.Time.IsZero() || !hexHash.MatchString(e.Hash) {
+			t.Errorf("event %d: %+v", i, e)
+		}
+		if i > 0 && (e.Seq <= h.Events[i-1].Seq || e.ID <= h.Events[i-1].ID) {
+			t.Errorf("event %d (seq %d) does not follow seq %d", i, e.Seq, h.Events[i-1].Seq)
+		}
+	}
+	var done eventlog.CommandCompletedData
+	json.Unmarshal(h.Events[5].Data, &done)
+	if !done.Success || done.Stdout != "Hello, World!\n" || done.ExitCode == nil || *done.ExitCode != 0 || done.Type != "execute_shell" {
+		t.Errorf("second command's result %s", h.Events[5].Data)
+	}
+	json.Unmarshal(h.Events[7].Data, &done)
+	if done.Success || done.Stderr != "oops\n" || *done.ExitCode != 3 {
+		t.Errorf("third command's result %s", h.Events[7].Data)
+	}
+	var started eventlog.CommandStartedData
+	json.Unmarshal(h.Events[4].Data, &started)
+	if !strings.Contains(string(started.Command), `"commandName":"python3"`) {
+		t.Errorf("CommandStarted holds %s", h.Events[4].Data)
+	}
+
+	// Closed, its history is still there, with the close.
+	c.ok("session.close", map[string]any{"sessionId": sid}, nil)
+	var closed historyPage
+	c.ok("session.history", map[string]any{"sessionId": sid}, &closed)
+	if got := closed.types(); len(got) != len(want)+2 || got[len(got)-2] != "SessionClosing" || got[len(got)-1] != "SessionClosed" {
+		t.Errorf("history of the closed session: %v", got)
+	}
+	if !reflect.DeepEqual(closed.Events[:len(h.Events)], h.Events) {
+		t.Error("the history of the closed session does not begin with what it was while open")
+	}
+	// session.execute says it is closed; history still reads it.
+	c.rpcErr("session.execute", map[string]any{"sessionId": sid, "command": map[string]any{"type": "list_directory"}}, rpc.CodeSessionClosed)
+
+	// Unknown sessions and bad params.
+	e := c.rpcErr("session.history", map[string]any{"sessionId": "nope"}, rpc.CodeSessionNotFound)
+	if !strings.Contains(e.String(), "nope") {
+		t.Errorf("not found error %s does not name the session", e)
+	}
+	for _, limit := range []any{0, -1, rpc.MaxHistoryLimit + 1, "ten"} {
+		c.rpcErr("session.history", map[string]any{"sessionId": sid, "limit": limit}, -32602)
+	}
+	c.ok("session.close", map[string]any{"sessionId": other}, nil)
+}
+
+// Paging through a session's history and the whole log.
+func TestHistoryPaging(t *testing.T) {
+	ts := newTestServer(t)
+	c := ts.dial()
+	a := c.create(map[string]any{"language": "python"})
+	b := c.create(map[string]any{"language": "python"})
+	for i := range 3 {
+		c.mustSucceed(a, map[string]any{"type": "create_directory", "path": "d" + string(rune('0'+i))})
+		c.mustSucceed(b, map[string]any{"type": "list_directory"})
+	}
+	c.ok("session.close", map[string]any{"sessionId": b}, nil)
+
+	var all historyPage
+	c.ok("session.history", map[string]any{"sessionId": a}, &all)
+	if len(all.Events) != 8 {
+		t.Fatalf("session a has %d events, want 8", len(all.Events))
+	}
+	for _, limit := range []int{1, 3, 8} {
+		var paged historyPage
+		after, pages := uint64(0), 0
+		for {
+			var p historyPage
+			c.ok("session.history", map[string]any{"sessionId": a, "afterSeq": after, "limit": limit}, &p)
+			pages++
+			if len(p.Events) > limit {
+				t.Fatalf("a page of %d has %d events", limit, len(p.Events))
+			}
+			paged.Events = append(paged.Events, p.Events...)
+			if len(p.Events) > 0 && p.NextAfterSeq != p.Events[len(p.Events)-1].Seq {
+				t.Errorf("nextAfterSeq %d is not the page's last seq", p.NextAfterSeq)
+			}
+			if !p.More {
+				break
+			}
+			after = p.NextAfterSeq
+		}
+		if !reflect.DeepEqual(paged.Events, all.Events) {
+			t.Errorf("pages of %d give %v, want %v", limit, paged.types(), all.types())
+		}
+		if want := (8 + limit - 1) / limit; pages != want {
+			t.Errorf("pages of %d: %d pages, want %d", limit, pages, want)
+		}
+	}
+	// After the last event: an empty page that stays where it is.
+	var end historyPage
+	c.ok("session.history", map[string]any{"sessionId": a, "afterSeq": all.NextAfterSeq}, &end)
+	if len(end.Events) != 0 || end.More || end.NextAfterSeq != all.NextAfterSeq {
+		t.Errorf("page after the end: %+v", end)
+	}
+
+	// No sessionId: the whole log, every session, in seq order without gaps.
+	var log historyPage
+	for after := uint64(0); ; {
+		var p historyPage
+		c.ok("session.history", map[string]any{"afterSeq": after, "limit": 5}, &p)
+		log.Events = append(log.Events, p.Events...)
+		if !p.More {
+			break
+		}
+		after = p.NextAfterSeq
+	}
+	sessions := map[string]int{}
+	for i, e := range log.Events {
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("whole-log event %d has seq %d", i+1, e.Seq)
+		}
+		sessions[e.SessionID]++
+	}
+	if sessions[a] != 8 || sessions[b] != 10 || len(sessions) != 2 {
+		t.Errorf("whole log by session: %v, want a 8 and the closed b 10", sessions)
+	}
+	last, err := ts.svc.Log().LastSeq()
+	if err != nil || uint64(len(log.Events)) != last {
+		t.Errorf("whole log paged gives %d events, the log has %d (%v)", len(log.Events), last, err)
+	}
+}
