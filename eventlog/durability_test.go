@@ -33,9 +33,6 @@ func TestDurableBeforeAck(t *testing.T) {
 		durabilityChild(os.Getenv(envChildPath))
 		return
 	}
-	if testing.Short() {
-		t.Skip("runs a child process")
-	}
 	path := filepath.Join(t.TempDir(), eventlog.FileName)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -1,3 +1,7 @@
+//go:build generate
+
+// Built only with -tags generate: it writes testdata, it does not test.
+
 package migrations_test
 
 import (
@@ -20,12 +24,12 @@ const envGenerateLayout1 = "CODEBEAKER_GENERATE_LAYOUT1"
 
 // TestGenerateLayout1 writes a data file through the real eventlog API, a
 // few sessions with every event type, and the projection that code rebuilds
-// from it. It only runs when asked to, and refuses to run on code whose
+// from it. It refuses to run on code whose
 // layout is not 1.
 func TestGenerateLayout1(t *testing.T) {
 	dir := os.Getenv(envGenerateLayout1)
 	if dir == "" {
-		t.Skip("set " + envGenerateLayout1 + "=DIR to write DIR/layout1.db (see testdata/README.md)")
+		t.Fatal("set " + envGenerateLayout1 + "=DIR to write DIR/layout1.db (see testdata/README.md)")
 	}
 	if v := migrations.LayoutVersion(); v != 1 {
 		t.Fatalf("this code writes layout %d: run the generator on the layout-1 commit as testdata/README.md says", v)
@@ -125,7 +129,10 @@ func TestGenerateLayout1(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	golden, err := json.MarshalIndent(projectionFile{LastSeq: p.LastSeq(), Sessions: p.List()}, "", "  ")
+	golden, err := json.MarshalIndent(struct {
+		LastSeq  uint64               `json:"lastSeq"`
+		Sessions []projection.Session `json:"sessions"`
+	}{p.LastSeq(), p.List()}, "", "  ") // the shape of projectionFile in layout1_test.go; this file stands alone
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,8 +142,3 @@ func TestGenerateLayout1(t *testing.T) {
 	t.Logf("wrote %s (%d events) and its projection", path, p.LastSeq())
 }
 
-// projectionFile is the golden projection of testdata/layout1.db.
-type projectionFile struct {
-	LastSeq  uint64               `json:"lastSeq"`
-	Sessions []projection.Session `json:"sessions"`
-}

@@ -171,3 +171,9 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// projectionFile is the golden projection of testdata/layout1.db.
+type projectionFile struct {
+	LastSeq  uint64               `json:"lastSeq"`
+	Sessions []projection.Session `json:"sessions"`
+}
