@@ -141,4 +141,3 @@ func TestGenerateLayout1(t *testing.T) {
 	}
 	t.Logf("wrote %s (%d events) and its projection", path, p.LastSeq())
 }
-
