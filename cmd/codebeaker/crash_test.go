@@ -261,11 +261,11 @@ func TestKillNine(t *testing.T) {
 		close(stop)
 		<-done
 
-		completed := checkLog(t, filepath.Join(dataDir, eventlog.FileName), a)
+		completed, recovery := checkLog(t, filepath.Join(dataDir, eventlog.FileName), a)
 		srv = startServer(t, dataDir)
 		checkServer(t, api, srv.addr, dataDir, completed)
-		t.Logf("round %d (%s): %d sessions created, %d closed, %d commands acknowledged so far; all in the log, %d open sessions agree with their containers",
-			round, focus, len(a.created), len(a.closed), len(a.commands), len(completed))
+		t.Logf("round %d (%s): %d sessions created, %d closed, %d commands acknowledged so far, all in the log; %d sessions open; recoveries so far: %v",
+			round, focus, len(a.created), len(a.closed), len(a.commands), len(completed), recovery)
 	}
 	// Leave nothing behind: close what is open, then a clean stop.
 	c, err := dial(srv.addr)
@@ -286,8 +286,9 @@ func TestKillNine(t *testing.T) {
 
 // checkLog opens the log of the dead server and checks every acknowledged
 // operation is in it. It returns the completed-command count of every
-// session the log has open.
-func checkLog(t *testing.T, path string, a *acks) map[string]int {
+// session the log has open, and how often each kind of recovery event
+// appears (what earlier restarts found and did).
+func checkLog(t *testing.T, path string, a *acks) (map[string]int, map[eventlog.Type]int) {
 	t.Helper()
 	log, err := eventlog.Open(path, eventlog.Options{})
 	if err != nil {
@@ -298,8 +299,11 @@ func checkLog(t *testing.T, path string, a *acks) map[string]int {
 	open := map[string]int{}
 	started := map[string]string{} // token -> command id
 	done := map[string]bool{}      // command ids completed
+	recovery := map[eventlog.Type]int{}
 	err = log.Scan(0, func(e eventlog.Event) error {
 		switch e.Type {
+		case eventlog.CommandInterrupted, eventlog.SessionRecovered, eventlog.ContainerRemoved:
+			recovery[e.Type]++
 		case eventlog.SessionCreating:
 			open[e.SessionID] = 0
 		case eventlog.SessionCreated:
@@ -307,6 +311,9 @@ func checkLog(t *testing.T, path string, a *acks) map[string]int {
 		case eventlog.SessionClosed, eventlog.SessionCreateFailed:
 			closed[e.SessionID] = true
 			delete(open, e.SessionID)
+			if e.Type == eventlog.SessionCreateFailed {
+				recovery[e.Type]++
+			}
 		case eventlog.CommandStarted:
 			var d eventlog.CommandStartedData
 			e.Decode(&d)
@@ -351,7 +358,7 @@ func checkLog(t *testing.T, path string, a *acks) map[string]int {
 			t.Errorf("acknowledged command %s of session %s is not in the log (started %v)", token, sid, ok)
 		}
 	}
-	return open
+	return open, recovery
 }
 
 // checkServer checks the restarted server: every session the log has open
