@@ -29,7 +29,9 @@ type createResult struct {
 	Config      sessionConfigView `json:"config"`
 }
 
-type sessionView struct {
+// SessionView is a session as session.list shows it. Auditors' replay shows
+// the same shape for a point in the past.
+type SessionView struct {
 	SessionID       string           `json:"sessionId"`
 	ContainerID     string           `json:"containerId"`
 	Language        string           `json:"language"`
@@ -41,9 +43,18 @@ type sessionView struct {
 	LifetimeMinutes float64          `json:"lifetimeMinutes"`
 }
 
+// ViewOf is the session.list view of s at time at.
+func ViewOf(s projection.Session, at time.Time) SessionView {
+	return SessionView{
+		SessionID: s.ID, ContainerID: s.ContainerID, Language: s.Language,
+		CreatedAt: s.CreatedAt.UTC(), LastActivity: s.LastActivity.UTC(), State: s.State,
+		ExecutionCount: s.ExecutionCount, IdleMinutes: s.IdleMinutes(at), LifetimeMinutes: s.LifetimeMinutes(at),
+	}
+}
+
 type listResult struct {
 	Count    int           `json:"count"`
-	Sessions []sessionView `json:"sessions"`
+	Sessions []SessionView `json:"sessions"`
 }
 
 type executeParams struct {
@@ -83,13 +94,9 @@ func (s *Service) register(d *jsonrpc.Dispatcher) {
 	d.Register("session.list", method(func(ctx context.Context, _ struct{}) (any, error) {
 		now := time.Now()
 		sessions := s.view.List()
-		out := listResult{Count: len(sessions), Sessions: make([]sessionView, 0, len(sessions))}
+		out := listResult{Count: len(sessions), Sessions: make([]SessionView, 0, len(sessions))}
 		for _, sess := range sessions {
-			out.Sessions = append(out.Sessions, sessionView{
-				SessionID: sess.ID, ContainerID: sess.ContainerID, Language: sess.Language,
-				CreatedAt: sess.CreatedAt.UTC(), LastActivity: sess.LastActivity.UTC(), State: sess.State,
-				ExecutionCount: sess.ExecutionCount, IdleMinutes: sess.IdleMinutes(now), LifetimeMinutes: sess.LifetimeMinutes(now),
-			})
+			out.Sessions = append(out.Sessions, ViewOf(sess, now))
 		}
 		return out, nil
 	}))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/projection"
+	"github.com/codebeaker/codebeaker/rpc"
 )
 
 // replay is `codebeaker audit replay`: the sessions rebuilt from the log
@@ -39,34 +40,13 @@ func (c *auditCommand) replay(ctx context.Context, args []string) error {
 	return c.replayService(ctx, src, point, *format)
 }
 
-// sessionView is a session as session.list shows it.
-type sessionView struct {
-	SessionID       string           `json:"sessionId"`
-	ContainerID     string           `json:"containerId"`
-	Language        string           `json:"language"`
-	CreatedAt       time.Time        `json:"createdAt"`
-	LastActivity    time.Time        `json:"lastActivity"`
-	State           projection.State `json:"state"`
-	ExecutionCount  int              `json:"executionCount"`
-	IdleMinutes     float64          `json:"idleMinutes"`
-	LifetimeMinutes float64          `json:"lifetimeMinutes"`
-}
-
-func viewOf(s projection.Session, at time.Time) sessionView {
-	return sessionView{
-		SessionID: s.ID, ContainerID: s.ContainerID, Language: s.Language,
-		CreatedAt: s.CreatedAt.UTC(), LastActivity: s.LastActivity.UTC(), State: s.State,
-		ExecutionCount: s.ExecutionCount, IdleMinutes: s.IdleMinutes(at), LifetimeMinutes: s.LifetimeMinutes(at),
-	}
-}
-
 // serviceState is the whole service at a point: session.list's result,
 // and where in the log that is.
 type serviceState struct {
-	AtSeq    uint64        `json:"atSeq"` // the last event replayed
-	At       time.Time     `json:"at"`    // the time idle and lifetime minutes are computed at
-	Count    int           `json:"count"`
-	Sessions []sessionView `json:"sessions"`
+	AtSeq    uint64            `json:"atSeq"` // the last event replayed
+	At       time.Time         `json:"at"`    // the time idle and lifetime minutes are computed at
+	Count    int               `json:"count"`
+	Sessions []rpc.SessionView `json:"sessions"`
 }
 
 // at is the time a replay up to point describes: the time given, the time
@@ -93,9 +73,9 @@ func (c *auditCommand) replayService(ctx context.Context, src eventSource, point
 	}); err != nil {
 		return err
 	}
-	state := serviceState{AtSeq: last.Seq, At: at(point, last).UTC(), Sessions: []sessionView{}}
+	state := serviceState{AtSeq: last.Seq, At: at(point, last).UTC(), Sessions: []rpc.SessionView{}}
 	for _, s := range p.List() {
-		state.Sessions = append(state.Sessions, viewOf(s, state.At))
+		state.Sessions = append(state.Sessions, rpc.ViewOf(s, state.At))
 	}
 	state.Count = len(state.Sessions)
 	if format == "json" {
@@ -124,7 +104,7 @@ type sessionReplay struct {
 }
 
 type sessionState struct {
-	sessionView
+	rpc.SessionView
 	Running     bool   `json:"running"`
 	CloseReason string `json:"closeReason,omitempty"`
 }
@@ -154,7 +134,7 @@ func (c *auditCommand) replaySession(ctx context.Context, src eventSource, id st
 	if last.Seq == point.seq && point.seq > 0 {
 		r.AtSeq = point.seq
 	}
-	r.State = sessionState{sessionView: viewOf(s, r.At), Running: s.Running, CloseReason: s.CloseReason}
+	r.State = sessionState{SessionView: rpc.ViewOf(s, r.At), Running: s.Running, CloseReason: s.CloseReason}
 	if s.State == projection.Closed {
 		r.State.IdleMinutes, r.State.LifetimeMinutes = 0, 0
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/migrations"
+	"github.com/codebeaker/codebeaker/rpc"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files under testdata/ from the current code")
@@ -244,8 +245,8 @@ func golden(t *testing.T, path, got string) {
 
 // listView is session.list's result.
 type listView struct {
-	Count    int           `json:"count"`
-	Sessions []sessionView `json:"sessions"`
+	Count    int               `json:"count"`
+	Sessions []rpc.SessionView `json:"sessions"`
 }
 
 // Against a real server: replay to a past point shows what session.list

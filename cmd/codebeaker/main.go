@@ -1,4 +1,3 @@
-// Command codebeaker runs the CodeBeaker service and its tools.
 package main
 
 import (
