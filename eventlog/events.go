@@ -100,7 +100,7 @@ type SessionCreatingData struct {
 // SessionCreatedData is the payload of SessionCreated.
 type SessionCreatedData struct {
 	ContainerID string `json:"containerId"`
-	Workspace   string `json:"workspace"`
+	Workspace   string `json:"workspace"` // relative to the data dir (absolute in events of the first releases)
 }
 
 // SessionCreateFailedData is the payload of SessionCreateFailed.

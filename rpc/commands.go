@@ -193,7 +193,7 @@ func (s *Service) runCommand(ctx context.Context, l *liveSession, c *command) (o
 		return outcome{success: true, result: map[string]any{"path": shown}}, nil
 
 	case cmdCopyFile:
-		src, dst, n, err := l.ws.Copy(c.SourcePath, c.DestinationPath)
+		src, dst, n, err := l.ws.Copy(c.SourcePath, c.DestinationPath, lim.MaxFileBytes)
 		if err != nil {
 			return fileFailure(err)
 		}
@@ -296,6 +296,11 @@ func decodeContent(content, encoding string) ([]byte, error) {
 // process builds the sandbox process of execute_shell and execute_code.
 func (s *Service) process(l *liveSession, c *command, args []string) (sandbox.Process, error) {
 	lim := s.cfg.Limits
+	for _, a := range args {
+		if strings.IndexByte(a, 0) >= 0 {
+			return sandbox.Process{}, fmt.Errorf("the program name and arguments cannot contain NUL bytes")
+		}
+	}
 	p := sandbox.Process{Args: args, Dir: sandbox.WorkspaceDir, Timeout: lim.DefaultTimeout, OutputLimit: lim.OutputLimit}
 	if c.TimeoutMs != nil {
 		t := time.Duration(*c.TimeoutMs) * time.Millisecond

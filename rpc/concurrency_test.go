@@ -64,6 +64,22 @@ func TestConcurrency(t *testing.T) {
 	}
 	<-slowDone
 
+	// A batch keeps its place: the frame after it runs after all of it.
+	var batch []string
+	for i := range 5 {
+		batch = append(batch, fmt.Sprintf(`{"jsonrpc":"2.0","id":"b-%d","method":"session.execute","params":{"sessionId":%q,"command":{"type":"execute_shell","commandName":"sh","args":["-c","sleep 0.%d; echo b >> batch.txt"]}}}`, i, ordered, 5-i))
+	}
+	c.send("[" + strings.Join(batch, ",") + "]")
+	c.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":"after","method":"session.execute","params":{"sessionId":%q,"command":{"type":"execute_shell","commandName":"sh","args":["-c","echo after >> batch.txt"]}}}`, ordered))
+	for range 2 {
+		c.next(time.Minute)
+	}
+	env = c.mustSucceed(ordered, map[string]any{"type": "read_file", "path": "batch.txt"})
+	json.Unmarshal(env.Result, &got)
+	if got.Content != "b\nb\nb\nb\nb\nafter\n" {
+		t.Errorf("a frame overtook the batch before it: %q", got.Content)
+	}
+
 	// Many clients at once: every reply is in the log before it is sent,
 	// so each command a client saw succeed has its CommandCompleted event.
 	var wg sync.WaitGroup

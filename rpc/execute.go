@@ -2,6 +2,8 @@ package rpc
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -88,7 +90,11 @@ func (s *Service) worker(l *liveSession) {
 			for {
 				select {
 				case j := <-l.queue:
-					j.reply <- jobResult{err: fmt.Errorf("%w: session %s closed before the command ran", ErrSessionClosed, l.id)}
+					err := fmt.Errorf("%w: session %s closed before the command ran", ErrSessionClosed, l.id)
+					if s.ctx.Err() != nil {
+						err = fmt.Errorf("%w: the command did not run; the session stays open", ErrShuttingDown)
+					}
+					j.reply <- jobResult{err: err}
 				default:
 					return
 				}
@@ -103,7 +109,7 @@ func (s *Service) runJob(l *liveSession, j *job) jobResult {
 	ctx := s.cfg.Logger.With().Str("session", l.id).Logger().WithContext(l.ctx)
 	id := ulid.Make().String()
 	if _, err := s.log.Append(ctx, eventlog.Record{SessionID: l.id, Type: eventlog.CommandStarted, Data: eventlog.CommandStartedData{
-		CommandID: id, Type: j.cmd.Type, Command: auditCopy(j.raw, s.cfg.Limits.StoredOutputBytes),
+		CommandID: id, Type: j.cmd.Type, Command: auditCopy(j.raw, j.cmd.Type, s.cfg.Limits.StoredOutputBytes),
 	}}); err != nil {
 		return jobResult{err: err}
 	}
@@ -118,6 +124,9 @@ func (s *Service) runJob(l *liveSession, j *job) jobResult {
 	}
 	if l.ctx.Err() != nil && !o.success {
 		o.err = "the session was closed while the command ran"
+		if s.ctx.Err() != nil {
+			o.err = "the server is shutting down: the command was stopped (the session stays open)"
+		}
 	}
 	env := Envelope{Success: o.success, Result: o.result, DurationMs: took.Milliseconds()}
 	if !o.success {
@@ -126,6 +135,7 @@ func (s *Service) runJob(l *liveSession, j *job) jobResult {
 	}
 	rec := o.audit
 	rec.CommandID, rec.Type, rec.Success, rec.Error, rec.DurationMs = id, j.cmd.Type, o.success, o.err, took.Milliseconds()
+	rec.Error, _ = cut(rec.Error, s.cfg.Limits.StoredOutputBytes) // execute_code's error is its stderr
 	rec.Stdout, rec.StoredCut = cut(rec.Stdout, s.cfg.Limits.StoredOutputBytes)
 	var stderrCut bool
 	rec.Stderr, stderrCut = cut(rec.Stderr, s.cfg.Limits.StoredOutputBytes)
@@ -143,21 +153,40 @@ func cut(s string, n int) (string, bool) {
 	return text([]byte(s[:n])), true
 }
 
-// auditCopy is the command as the client sent it, with string fields longer
-// than limit cut, so a 8 MiB write_file does not become an 8 MiB event.
-func auditCopy(raw json.RawMessage, limit int) json.RawMessage {
+// auditCopy is the command as the client sent it, for the log. Past limit
+// bytes, strings longer than a quarter of it are cut wherever they are; a
+// copy still larger than limit (many fields, long lists) is replaced by the
+// command's type, size and digest, so no command makes a large event.
+func auditCopy(raw json.RawMessage, typ string, limit int) json.RawMessage {
 	if len(raw) <= limit {
 		return raw
 	}
-	var fields map[string]any
-	if err := json.Unmarshal(raw, &fields); err != nil {
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
 		return nil
 	}
-	for k, v := range fields {
-		if str, ok := v.(string); ok && len(str) > limit/4 {
-			fields[k] = fmt.Sprintf("%s... [%d bytes, cut]", text([]byte(str[:limit/4])), len(str))
+	out, _ := json.Marshal(cutStrings(v, limit/4))
+	if len(out) > limit {
+		sum := sha256.Sum256(raw)
+		out, _ = json.Marshal(map[string]any{"type": typ, "cut": true, "bytes": len(raw), "sha256": hex.EncodeToString(sum[:])})
+	}
+	return out
+}
+
+func cutStrings(v any, n int) any {
+	switch t := v.(type) {
+	case string:
+		if len(t) > n {
+			return fmt.Sprintf("%s... [%d bytes, cut]", text([]byte(t[:n])), len(t))
+		}
+	case []any:
+		for i := range t {
+			t[i] = cutStrings(t[i], n)
+		}
+	case map[string]any:
+		for k, x := range t {
+			t[k] = cutStrings(x, n)
 		}
 	}
-	out, _ := json.Marshal(fields)
-	return out
+	return v
 }

@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -81,6 +82,37 @@ func TestLimits(t *testing.T) {
 		_, sh := run(t, map[string]any{"type": "execute_shell", "commandName": "ls", "args": []string{"/sys/class/net"}})
 		if sh.Stdout != "lo\n" {
 			t.Errorf("network interfaces in the sandbox: %q", sh.Stdout)
+		}
+	})
+	t.Run("a planted sh does not stop the kill", func(t *testing.T) {
+		// ~/.local/bin comes first in the python image's PATH and the
+		// sandbox user can write there.
+		run(t, map[string]any{"type": "execute_shell", "commandName": "/bin/sh", "args": []string{"-c",
+			"mkdir -p ~/.local/bin && printf '#!/bin/sh\nexit 0\n' > ~/.local/bin/sh && chmod +x ~/.local/bin/sh && printf '#!/bin/sh\nexit 0\n' > ~/.local/bin/cat && chmod +x ~/.local/bin/cat"}})
+		start := time.Now()
+		env, sh := run(t, map[string]any{"type": "execute_shell", "commandName": "python3", "args": []string{"-c", "import time; time.sleep(60)"}, "timeoutMs": 1000})
+		if env.Success || !sh.TimedOut || time.Since(start) > 30*time.Second {
+			t.Errorf("with a planted sh: %+v %s after %s", env, env.Result, time.Since(start))
+		}
+		_, sh = run(t, map[string]any{"type": "execute_shell", "commandName": "/bin/sh", "args": []string{"-c", "rm -r ~/.local/bin; for p in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $p; echo; done | grep -c '^python3 -c' || true"}})
+		if strings.TrimSpace(sh.Stdout) != "0" {
+			t.Errorf("python processes left after the kill: %q", sh.Stdout)
+		}
+	})
+	t.Run("the log keeps commands small", func(t *testing.T) {
+		env := map[string]string{}
+		for i := range 100 {
+			env[fmt.Sprintf("V%d", i)] = strings.Repeat("v", 60<<10)
+		}
+		run(t, map[string]any{"type": "execute_shell", "commandName": "true", "env": env, "extra": map[string]any{"nested": []string{strings.Repeat("n", 1<<20)}}})
+		events, err := ts.svc.Log().SessionEvents(sid, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range events[len(events)-2:] {
+			if len(e.Data) > 20<<10 {
+				t.Errorf("%s event of %d bytes for a command of 7 MB", e.Type, len(e.Data))
+			}
 		}
 	})
 	t.Run("still usable", func(t *testing.T) {

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,7 +21,9 @@ import (
 // ServerOptions configure the HTTP and WebSocket side.
 type ServerOptions struct {
 	MaxMessageBytes    int64 // largest JSON-RPC frame accepted
+	MaxReplyBytes      int   // largest reply frame sent; bigger replies become errors
 	MaxInFlightPerConn int   // frames of one connection handled at once
+	MaxConnections     int   // WebSocket connections open at once
 	WriteTimeout       time.Duration
 }
 
@@ -33,9 +36,10 @@ type Server struct {
 	logger   zerolog.Logger
 	nextConn atomic.Uint64
 
-	mu    sync.Mutex
-	conns map[*websocket.Conn]struct{}
-	wg    sync.WaitGroup
+	mu        sync.Mutex
+	conns     map[*websocket.Conn]struct{}
+	upgrading int
+	wg        sync.WaitGroup
 }
 
 // NewServer serves svc.
@@ -43,8 +47,14 @@ func NewServer(svc *Service, opts ServerOptions) *Server {
 	if opts.MaxMessageBytes == 0 {
 		opts.MaxMessageBytes = 16 << 20
 	}
+	if opts.MaxReplyBytes == 0 {
+		opts.MaxReplyBytes = 32 << 20
+	}
 	if opts.MaxInFlightPerConn == 0 {
-		opts.MaxInFlightPerConn = 64
+		opts.MaxInFlightPerConn = 16
+	}
+	if opts.MaxConnections == 0 {
+		opts.MaxConnections = 256
 	}
 	if opts.WriteTimeout == 0 {
 		opts.WriteTimeout = 30 * time.Second
@@ -62,9 +72,17 @@ func NewServer(svc *Service, opts ServerOptions) *Server {
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
 	}
-	s.rpc = &jsonrpc.Dispatcher{OnInternalError: func(ctx context.Context, req *jsonrpc.Request, err error) {
-		zerolog.Ctx(ctx).Error().Err(err).Str("method", req.Method).Msg("internal error")
-	}}
+	s.rpc = &jsonrpc.Dispatcher{
+		// Each element may hold a large reply until the batch is sent.
+		BatchConcurrency: 4,
+		MaxReplyBytes:    opts.MaxReplyBytes,
+		ReplyTooLarge: func(size int) *jsonrpc.Error {
+			return jsonrpc.NewError(CodeMessageTooLarge, "reply too large", map[string]int{"bytes": size, "maxBytes": opts.MaxReplyBytes})
+		},
+		OnInternalError: func(ctx context.Context, req *jsonrpc.Request, err error) {
+			zerolog.Ctx(ctx).Error().Err(err).Str("method", req.Method).Msg("internal error")
+		},
+	}
 	svc.register(s.rpc)
 	return s
 }
@@ -147,17 +165,30 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	full := len(s.conns)+s.upgrading >= s.opts.MaxConnections
+	if !full {
+		s.upgrading++
+	}
+	s.mu.Unlock()
+	if full {
+		http.Error(w, "too many connections", http.StatusServiceUnavailable)
+		return
+	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
+	s.mu.Lock()
+	s.upgrading--
+	if err == nil {
+		s.conns[conn] = struct{}{}
+		s.wg.Add(1)
+	}
+	s.mu.Unlock()
 	if err != nil {
 		return // the upgrader has answered the client
 	}
 	connID := s.nextConn.Add(1)
 	logger := s.logger.With().Uint64("conn", connID).Str("remote", r.RemoteAddr).Logger()
 	ctx := logger.WithContext(context.WithoutCancel(r.Context()))
-	s.mu.Lock()
-	s.conns[conn] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, conn)
@@ -208,11 +239,25 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		handlers.Go(func() {
 			defer func() { <-inFlight }()
 			defer t.admitted()
-			if reply := s.rpc.Handle(withTurn(ctx, t), frame); reply != nil {
+			hctx := withTurn(ctx, t)
+			if isBatch(frame) {
+				// A batch's elements may run in any order among themselves
+				// (the specification allows it), but as a whole it keeps its
+				// place: it starts after the frames before it are admitted,
+				// and the frames after it wait for all of it.
+				t.wait()
+				hctx = ctx
+			}
+			if reply := s.rpc.Handle(hctx, frame); reply != nil {
 				write(reply)
 			}
 		})
 	}
+}
+
+func isBatch(frame []byte) bool {
+	trimmed := bytes.TrimLeft(frame, " \t\r\n")
+	return len(trimmed) > 0 && trimmed[0] == '['
 }
 
 func tooLarge(limit int64) []byte {

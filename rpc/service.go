@@ -163,6 +163,15 @@ func (s *Service) Log() *eventlog.Log { return s.log }
 // View returns the projection of the sessions.
 func (s *Service) View() *projection.Sessions { return s.view }
 
+// relToData is a path as events record it: relative to the data dir, so
+// that history shows clients no host path and a moved data dir stays valid.
+func (s *Service) relToData(path string) string {
+	if rel, err := filepath.Rel(s.cfg.DataDir, path); err == nil {
+		return rel
+	}
+	return filepath.Base(path)
+}
+
 func (s *Service) workspaceDir(id string) string {
 	return filepath.Join(s.cfg.DataDir, "workspaces", id)
 }
@@ -274,7 +283,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 		return projection.Session{}, err
 	}
 	if _, err := s.log.Append(context.WithoutCancel(ctx), eventlog.Record{SessionID: id, Type: eventlog.SessionCreated,
-		Data: eventlog.SessionCreatedData{ContainerID: box.ID(), Workspace: ws.Dir()}}); err != nil {
+		Data: eventlog.SessionCreatedData{ContainerID: box.ID(), Workspace: s.relToData(ws.Dir())}}); err != nil {
 		box.Close(ctx)
 		ws.Remove()
 		// Best effort: if the log takes nothing now, the next start settles

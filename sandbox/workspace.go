@@ -60,6 +60,12 @@ func pathErrorf(format string, args ...any) error {
 	return &PathError{Msg: fmt.Sprintf(format, args...)}
 }
 
+// Limits on client paths.
+const (
+	MaxPathBytes = 4096
+	MaxPathDepth = 128
+)
+
 // Rel turns a client path ("/workspace/a/b", "a/b", "./a/../a/b") into a
 // path relative to the workspace, or refuses one that leads outside it.
 func Rel(p string) (string, error) {
@@ -68,6 +74,11 @@ func Rel(p string) (string, error) {
 	}
 	if strings.IndexByte(p, 0) >= 0 {
 		return "", pathErrorf("path %q contains a NUL byte", p)
+	}
+	// Linux refuses longer paths anyway; deep ones cost the folder walk
+	// (each level is resolved from the root) time quadratic in the depth.
+	if len(p) > MaxPathBytes || strings.Count(p, "/") > MaxPathDepth {
+		return "", pathErrorf("path is longer than %d bytes or deeper than %d folders", MaxPathBytes, MaxPathDepth)
 	}
 	if path.IsAbs(p) {
 		if p != WorkspaceDir && !strings.HasPrefix(p, WorkspaceDir+"/") {
@@ -115,8 +126,12 @@ func clientError(rel string, err error) error {
 		return pathErrorf("directory not empty: %s", shown)
 	case errors.Is(err, syscall.ENXIO): // a FIFO with no reader, a socket
 		return pathErrorf("not a regular file: %s", shown)
-	case errors.Is(err, syscall.ENOSPC):
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return pathErrorf("no space left for %s", shown)
+	case errors.Is(err, syscall.ENAMETOOLONG):
+		return pathErrorf("a name in %s is too long", shown)
+	case errors.Is(err, syscall.EFBIG):
+		return pathErrorf("file too large: %s", shown)
 	case errors.Is(err, syscall.ELOOP), strings.Contains(err.Error(), "path escapes from parent"):
 		return pathErrorf("path %s leads outside %s (through a symlink)", shown, WorkspaceDir)
 	}
@@ -253,7 +268,7 @@ func (w *Workspace) CheckDir(p string) (string, error) {
 }
 
 // Copy copies a regular file and returns the bytes copied.
-func (w *Workspace) Copy(src, dst string) (srcShown, dstShown string, n int64, err error) {
+func (w *Workspace) Copy(src, dst string, limit int64) (srcShown, dstShown string, n int64, err error) {
 	srcRel, err := Rel(src)
 	if err != nil {
 		return "", "", 0, err
@@ -274,6 +289,11 @@ func (w *Workspace) Copy(src, dst string) (srcShown, dstShown string, n int64, e
 	if !info.Mode().IsRegular() {
 		return "", "", 0, pathErrorf("not a regular file: %s", Display(srcRel))
 	}
+	// The server copies as root with no disk quota of the sandbox's: a
+	// sparse file of a terabyte must not become a terabyte of real blocks.
+	if info.Size() > limit {
+		return "", "", 0, pathErrorf("file %s is larger than the copy limit of %d bytes", Display(srcRel), limit)
+	}
 	// Opening the destination truncates it: copying a file onto itself
 	// (or onto a link to it) would empty it.
 	if existing, err := w.root.Stat(dstRel); err == nil && os.SameFile(info, existing) {
@@ -290,7 +310,7 @@ func (w *Workspace) Copy(src, dst string) (srcShown, dstShown string, n int64, e
 		out.Close()
 		return "", "", 0, err
 	}
-	n, err = io.Copy(out, in)
+	n, err = io.Copy(out, io.LimitReader(in, limit)) // the file may grow while copied
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -342,18 +362,20 @@ func (w *Workspace) List(p string, limit int) (string, []Entry, bool, error) {
 		return "", nil, false, clientError(rel, err)
 	}
 	defer dir.Close()
-	items, err := dir.ReadDir(-1)
+	// Names only: a folder of a million files costs their names, and only
+	// the entries returned are looked at.
+	names, err := dir.Readdirnames(-1)
 	if err != nil {
 		return "", nil, false, clientError(rel, err)
 	}
-	slices.SortFunc(items, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
-	more := len(items) > limit
+	slices.Sort(names)
+	more := len(names) > limit
 	if more {
-		items = items[:limit]
+		names = names[:limit]
 	}
-	entries := make([]Entry, 0, len(items))
-	for _, it := range items {
-		info, err := it.Info()
+	entries := make([]Entry, 0, len(names))
+	for _, name := range names {
+		info, err := w.root.Lstat(path.Join(rel, name))
 		if err != nil {
 			continue // removed while listing
 		}
@@ -364,7 +386,7 @@ func (w *Workspace) List(p string, limit int) (string, []Entry, bool, error) {
 		case info.IsDir():
 			kind = "directory"
 		}
-		entries = append(entries, Entry{Name: it.Name(), Type: kind, Size: info.Size(), ModifiedAt: info.ModTime().UTC()})
+		entries = append(entries, Entry{Name: name, Type: kind, Size: info.Size(), ModifiedAt: info.ModTime().UTC()})
 	}
 	return Display(rel), entries, more, nil
 }

@@ -193,8 +193,8 @@ func TestSpecialFilesDoNotHang(t *testing.T) {
 		"read":        func() error { _, err := ws.ReadFile("fifo", 100); return err },
 		"write":       func() error { _, err := ws.WriteFile("fifo", []byte("x"), false); return err },
 		"append":      func() error { _, err := ws.WriteFile("fifo", []byte("x"), true); return err },
-		"copy from":   func() error { _, _, _, err := ws.Copy("fifo", "copy.txt"); return err },
-		"copy to":     func() error { _, _, _, err := ws.Copy("plain.txt", "fifo"); return err },
+		"copy from":   func() error { _, _, _, err := ws.Copy("fifo", "copy.txt", 1<<20); return err },
+		"copy to":     func() error { _, _, _, err := ws.Copy("plain.txt", "fifo", 1<<20); return err },
 		"list":        func() error { _, _, _, err := ws.List("fifo", 10); return err },
 		"working dir": func() error { _, err := ws.CheckDir("fifo"); return err },
 	}
@@ -261,11 +261,11 @@ func TestSymlinkEscapesRefused(t *testing.T) {
 		"write dangling":          write("dangling"),
 		"write evil/deep/new.txt": write("evil/deep/new.txt"),
 		"mkdir evil/made":         func() error { _, err := ws.MkdirAll("evil/made"); return err }(),
-		"copy from leak":          func() error { _, _, _, err := ws.Copy("leak", "stolen.txt"); return err }(),
-		"copy from up/secret.txt": func() error { _, _, _, err := ws.Copy("up/secret.txt", "stolen.txt"); return err }(),
-		"copy to leak":            func() error { _, _, _, err := ws.Copy("inside.txt", "leak"); return err }(),
-		"copy to evil/copied.txt": func() error { _, _, _, err := ws.Copy("inside.txt", "evil/copied.txt"); return err }(),
-		"copy to dangling":        func() error { _, _, _, err := ws.Copy("inside.txt", "dangling"); return err }(),
+		"copy from leak":          func() error { _, _, _, err := ws.Copy("leak", "stolen.txt", 1<<20); return err }(),
+		"copy from up/secret.txt": func() error { _, _, _, err := ws.Copy("up/secret.txt", "stolen.txt", 1<<20); return err }(),
+		"copy to leak":            func() error { _, _, _, err := ws.Copy("inside.txt", "leak", 1<<20); return err }(),
+		"copy to evil/copied.txt": func() error { _, _, _, err := ws.Copy("inside.txt", "evil/copied.txt", 1<<20); return err }(),
+		"copy to dangling":        func() error { _, _, _, err := ws.Copy("inside.txt", "dangling", 1<<20); return err }(),
 		"list evil":               func() error { _, _, _, err := ws.List("evil", 100); return err }(),
 		"list up":                 func() error { _, _, _, err := ws.List("up", 100); return err }(),
 		"list etc":                func() error { _, _, _, err := ws.List("/workspace/etc", 100); return err }(),
@@ -329,7 +329,7 @@ func TestSymlinksInsideWork(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(ws.Dir(), "dir", "new.txt")); err != nil || string(got) != "new" {
 		t.Errorf("dir/new.txt = %q, %v", got, err)
 	}
-	if _, _, n, err := ws.Copy("link.txt", "dirlink/copy.txt"); err != nil || n != 4 {
+	if _, _, n, err := ws.Copy("link.txt", "dirlink/copy.txt", 1<<20); err != nil || n != 4 {
 		t.Errorf("copy through links = %d, %v", n, err)
 	}
 	if _, entries, _, err := ws.List("dirlink", 100); err != nil || len(entries) != 4 {
@@ -346,7 +346,7 @@ func TestCopy(t *testing.T) {
 	if _, err := ws.WriteFile("src.txt", data, false); err != nil {
 		t.Fatal(err)
 	}
-	src, dst, n, err := ws.Copy("/workspace/src.txt", "out/dst.txt")
+	src, dst, n, err := ws.Copy("/workspace/src.txt", "out/dst.txt", 1<<20)
 	if err != nil || src != "/workspace/src.txt" || dst != "/workspace/out/dst.txt" || n != int64(len(data)) {
 		t.Fatalf("Copy = %q, %q, %d, %v", src, dst, n, err)
 	}
@@ -357,7 +357,7 @@ func TestCopy(t *testing.T) {
 	if _, err := ws.WriteFile("short.txt", []byte("ab"), false); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := ws.Copy("short.txt", "out/dst.txt"); err != nil {
+	if _, _, _, err := ws.Copy("short.txt", "out/dst.txt", 1<<20); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := ws.ReadFile("out/dst.txt", 100); string(got) != "ab" {
@@ -366,21 +366,21 @@ func TestCopy(t *testing.T) {
 	// Onto itself, directly or through a link: refused, the file intact.
 	symlink(t, "src.txt", filepath.Join(ws.Dir(), "src-link"))
 	for _, dst := range []string{"src.txt", "/workspace/./src.txt", "src-link"} {
-		_, _, _, err = ws.Copy("src.txt", dst)
+		_, _, _, err = ws.Copy("src.txt", dst, 1<<20)
 		wantPathError(t, "copy src.txt onto "+dst, err)
 		if got, _ := ws.ReadFile("src.txt", 1<<20); !bytes.Equal(got, data) {
 			t.Fatalf("copy onto %s changed src.txt to %d bytes", dst, len(got))
 		}
 	}
-	_, _, _, err = ws.Copy("missing.txt", "x.txt")
+	_, _, _, err = ws.Copy("missing.txt", "x.txt", 1<<20)
 	if msg := wantPathError(t, "copy missing", err); msg != "File not found: /workspace/missing.txt" {
 		t.Errorf("copy missing message = %q", msg)
 	}
-	_, _, _, err = ws.Copy("out", "x.txt")
+	_, _, _, err = ws.Copy("out", "x.txt", 1<<20)
 	wantPathError(t, "copy a folder", err)
-	_, _, _, err = ws.Copy("../src.txt", "x.txt")
+	_, _, _, err = ws.Copy("../src.txt", "x.txt", 1<<20)
 	wantPathError(t, "copy from ..", err)
-	_, _, _, err = ws.Copy("src.txt", "/tmp/x.txt")
+	_, _, _, err = ws.Copy("src.txt", "/tmp/x.txt", 1<<20)
 	wantPathError(t, "copy to /tmp", err)
 }
 
@@ -555,5 +555,37 @@ func TestCappedBuffer(t *testing.T) {
 	zero.Write([]byte("x"))
 	if len(zero.Bytes()) != 0 || zero.Total() != 1 || !zero.Truncated() {
 		t.Errorf("limit 0 kept %q total %d truncated %v", zero.Bytes(), zero.Total(), zero.Truncated())
+	}
+}
+
+func TestWorkspaceSizeAndShapeLimits(t *testing.T) {
+	ws, err := OpenWorkspace(t.TempDir(), os.Getuid(), os.Getgid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	// A sparse file is cheap to make and would be expensive to copy.
+	if _, err := ws.WriteFile("small.txt", []byte("12345"), false); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(ws.Dir(), "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(1 << 40)
+	f.Close()
+	var pe *PathError
+	if _, _, _, err := ws.Copy("sparse", "copy", 1<<20); !errors.As(err, &pe) || !strings.Contains(err.Error(), "copy limit") {
+		t.Errorf("copy of a 1 TiB sparse file: %v", err)
+	}
+	if _, _, n, err := ws.Copy("small.txt", "copy", 5); err != nil || n != 5 {
+		t.Errorf("copy at the limit: %d %v", n, err)
+	}
+	deep := strings.Repeat("d/", MaxPathDepth+1) + "x"
+	if _, err := ws.WriteFile(deep, []byte("x"), false); !errors.As(err, &pe) {
+		t.Errorf("write %d folders deep: %v", MaxPathDepth+1, err)
+	}
+	if _, err := ws.WriteFile(strings.Repeat("n", 300), []byte("x"), false); !errors.As(err, &pe) || !strings.Contains(err.Error(), "too long") {
+		t.Errorf("a 300-byte name: %v", err)
 	}
 }

@@ -56,6 +56,13 @@ type Dispatcher struct {
 	// *Error, recovered panics (with their stack) and encoding failures. It
 	// may be called concurrently. When nil, the standard logger is used.
 	OnInternalError func(ctx context.Context, req *Request, err error)
+	// MaxReplyBytes caps a reply frame; 0 means no cap. A response over it
+	// is replaced by the error ReplyTooLarge returns, and so are the batch
+	// elements that would take a batch's reply over it.
+	MaxReplyBytes int
+	// ReplyTooLarge is that error, given the size refused; nil means
+	// -32603 Internal error.
+	ReplyTooLarge func(size int) *Error
 
 	methods map[string]Handler
 }
@@ -110,10 +117,12 @@ func (d *Dispatcher) Handle(ctx context.Context, frame []byte) []byte {
 	}
 
 	replies := make([][]byte, len(elems))
+	reqs := make([]*Request, len(elems))
 	sem := make(chan struct{}, orDefault(d.BatchConcurrency, 16))
 	var wg sync.WaitGroup
 	for i, elem := range elems {
 		req, err := parse(elem)
+		reqs[i] = req
 		if err != nil {
 			replies[i] = d.reply(ctx, req, nil, err)
 			continue
@@ -126,6 +135,15 @@ func (d *Dispatcher) Handle(ctx context.Context, frame []byte) []byte {
 	}
 	wg.Wait()
 
+	if d.MaxReplyBytes > 0 {
+		total := 0
+		for i, r := range replies {
+			if r != nil && total+len(r)+1 > d.MaxReplyBytes {
+				replies[i] = d.tooLarge(reqs[i], len(r))
+			}
+			total += len(replies[i]) + 1
+		}
+	}
 	replies = slices.DeleteFunc(replies, func(r []byte) bool { return r == nil })
 	if len(replies) == 0 {
 		return nil
@@ -233,6 +251,18 @@ func (d *Dispatcher) reply(ctx context.Context, req *Request, result any, rpcErr
 		d.internal(ctx, req, fmt.Errorf("jsonrpc: cannot encode the response to %q: %w", req.Method, err))
 		b, _ = encode(failure{"2.0", req.ID, errInternal}) // cannot fail: the id was valid JSON
 	}
+	if d.MaxReplyBytes > 0 && len(b) > d.MaxReplyBytes {
+		return d.tooLarge(req, len(b))
+	}
+	return b
+}
+
+func (d *Dispatcher) tooLarge(req *Request, size int) []byte {
+	e := errInternal
+	if d.ReplyTooLarge != nil {
+		e = d.ReplyTooLarge(size)
+	}
+	b, _ := encode(failure{"2.0", req.ID, e})
 	return b
 }
 

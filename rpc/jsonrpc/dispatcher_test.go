@@ -306,3 +306,34 @@ func TestPanicWhileEncoding(t *testing.T) {
 		t.Errorf("reported %v, want both panics", r.errs)
 	}
 }
+
+func TestMaxReplyBytes(t *testing.T) {
+	d := &jsonrpc.Dispatcher{MaxReplyBytes: 100, ReplyTooLarge: func(size int) *jsonrpc.Error {
+		return jsonrpc.NewError(-32005, "reply too large", size)
+	}}
+	d.Register("echo", jsonrpc.HandlerFunc(func(_ context.Context, req *jsonrpc.Request) (any, error) {
+		var n []int
+		json.Unmarshal(req.Params, &n)
+		return strings.Repeat("x", n[0]), nil
+	}))
+	ctx := context.Background()
+	if got := string(d.Handle(ctx, []byte(`{"jsonrpc":"2.0","id":1,"method":"echo","params":[10]}`))); !strings.Contains(got, `"result":"xxxxxxxxxx"`) {
+		t.Errorf("small reply: %s", got)
+	}
+	if got := string(d.Handle(ctx, []byte(`{"jsonrpc":"2.0","id":2,"method":"echo","params":[200]}`))); !strings.Contains(got, `"code":-32005`) || !strings.Contains(got, `"id":2`) {
+		t.Errorf("large reply: %s", got)
+	}
+	// In a batch, the elements that would take the reply over the cap are
+	// refused; the ones before them are kept.
+	got := d.Handle(ctx, []byte(`[{"jsonrpc":"2.0","id":1,"method":"echo","params":[30]},{"jsonrpc":"2.0","id":2,"method":"echo","params":[30]},{"jsonrpc":"2.0","id":3,"method":"echo","params":[1]}]`))
+	var replies []map[string]any
+	if err := json.Unmarshal(got, &replies); err != nil || len(replies) != 3 {
+		t.Fatalf("batch reply %s", got)
+	}
+	if replies[0]["result"] == nil || replies[1]["error"] == nil {
+		t.Errorf("batch over the cap: %s", got)
+	}
+	if len(got) > 100+len(`{"jsonrpc":"2.0","id":2,"error":{"code":-32005,"message":"reply too large","data":70}}`)*2 {
+		t.Errorf("batch reply of %d bytes", len(got))
+	}
+}

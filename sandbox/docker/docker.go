@@ -280,7 +280,7 @@ func (c *Container) engineError(what string, err error) error {
 func (c *Container) killAll(ctx context.Context) (restarted bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	out, exit, err := c.run(ctx, SandboxUser, "sh", "-c", "kill -KILL -1")
+	out, exit, err := c.run(ctx, SandboxUser, "/bin/sh", "-c", "kill -KILL -1")
 	// kill(-1) also signals the shell running it, which is the expected end.
 	if err == nil && (exit == 0 || exit == 137) {
 		return false, nil
@@ -338,7 +338,7 @@ func (c *Container) sawOOMKill(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	// cgroup v2 first, then v1.
-	out, _, err := c.run(ctx, SandboxUser, "sh", "-c", "cat /sys/fs/cgroup/memory.events 2>/dev/null || cat /sys/fs/cgroup/memory/memory.oom_control")
+	out, _, err := c.run(ctx, SandboxUser, "/bin/sh", "-c", "/bin/cat /sys/fs/cgroup/memory.events 2>/dev/null || /bin/cat /sys/fs/cgroup/memory/memory.oom_control")
 	if err != nil {
 		return false
 	}
@@ -355,9 +355,13 @@ func (c *Container) sawOOMKill(ctx context.Context) bool {
 	return seen
 }
 
-// run executes a short helper command and returns its combined output.
+// run executes a short helper command and returns its combined output. Its
+// programs are named by absolute path and its PATH is the system's alone:
+// the image's PATH starts with folders the sandbox user can write to, where
+// a program could plant an `sh` that ignores the kill.
 func (c *Container) run(ctx context.Context, user string, args ...string) (string, int, error) {
-	created, err := c.api.ContainerExecCreate(ctx, c.id, container.ExecOptions{User: user, AttachStdout: true, AttachStderr: true, Cmd: args})
+	created, err := c.api.ContainerExecCreate(ctx, c.id, container.ExecOptions{User: user, AttachStdout: true, AttachStderr: true, Cmd: args,
+		Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}})
 	if err != nil {
 		return "", 0, c.engineError("run "+args[0], err)
 	}
