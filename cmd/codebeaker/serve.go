@@ -28,6 +28,8 @@ type serveCommand struct {
 	logLevel        string
 	logFormat       string
 	maxMessageBytes int64
+	maxReplyBytes   int
+	maxConnections  int
 	shutdownTimeout time.Duration
 	reconcileEvery  time.Duration
 	limits          rpc.Limits
@@ -43,6 +45,8 @@ func (c *serveCommand) flags() *flag.FlagSet {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "log `format`: json, console, or auto (console on a terminal, json otherwise)")
 	fs.Int64Var(&c.maxMessageBytes, "max-message-bytes", 16<<20, "largest JSON-RPC message accepted, in `bytes`")
+	fs.IntVar(&c.maxReplyBytes, "max-reply-bytes", 32<<20, "largest reply sent, in `bytes`; a larger one becomes an error")
+	fs.IntVar(&c.maxConnections, "max-connections", 256, "WebSocket connections open at once")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running commands may finish after a shutdown signal")
 	fs.DurationVar(&c.reconcileEvery, "reconcile-interval", 10*time.Second, "how often sandboxes are matched against the open sessions")
 	fs.IntVar(&l.MaxSessions, "max-sessions", l.MaxSessions, "open sessions allowed at once")
@@ -109,7 +113,7 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	server := rpc.NewServer(svc, rpc.ServerOptions{MaxMessageBytes: c.maxMessageBytes})
+	server := rpc.NewServer(svc, rpc.ServerOptions{MaxMessageBytes: c.maxMessageBytes, MaxReplyBytes: c.maxReplyBytes, MaxConnections: c.maxConnections})
 	listener, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		svc.Close(context.Background())
