@@ -109,6 +109,20 @@
 // Options.OnCommit see committed events in sequence order, exactly once.
 // CompactOutput commits its rewrites in transactions of its own.
 //
+// A failed commit is not always a batch left out. bbolt fails a commit
+// whose last fdatasync, after the meta page is written, fails; yet every
+// later transaction sees that batch. So after any failed commit the writer
+// reads the head record and the events bucket's sequence back. If they are
+// where they were, the batch is not in the file. If they are at the batch's
+// last event, it is: the chain goes on from it and OnCommit sees it, so
+// what is in memory matches the file, but its appenders still get an
+// error, because the events may not be on disk (a crash may lose them, and
+// after a failed fsync the kernel may have dropped them), and Append
+// promises durable events; a caller must take them as possibly stored,
+// possibly lost. If the head is anywhere else, or the file cannot be read,
+// the writer no longer knows where the chain ends: every later Append fails
+// with an error wrapping ErrFailed until the server is restarted.
+//
 // A log opened with Options.ReadOnly shares the file with other readers
 // (bbolt's shared lock); a writer, such as a running server, holds it
 // alone.

@@ -24,6 +24,11 @@ var (
 	ErrClosed   = errors.New("eventlog: log is closed")
 	ErrLocked   = errors.New("eventlog: data file is locked by another process")
 	ErrReadOnly = errors.New("eventlog: log is open read-only")
+	// ErrFailed is wrapped by every Append after a commit failed and
+	// reading the file back did not tell whether it holds the batch: the
+	// writer no longer knows the head of the chain, so it writes nothing
+	// more.
+	ErrFailed = errors.New("eventlog: log is unusable after a write error: restart the server")
 )
 
 // FileName is the name of the log file inside the data dir.
@@ -33,7 +38,9 @@ const FileName = "events.db"
 type Options struct {
 	// OnCommit, if set, is called by the writer with every committed batch,
 	// in sequence order, before the appenders are told. It must not call
-	// Append.
+	// Append. A batch whose commit failed after bbolt made it visible (see
+	// Durability in the package doc) is passed too, though its appenders
+	// get an error: OnCommit sees exactly the events in the file.
 	OnCommit func([]Event)
 	// LockTimeout bounds the wait for another process's lock on the file.
 	LockTimeout time.Duration
@@ -62,7 +69,9 @@ type Log struct {
 	// with the seqs.
 	entropy  *ulid.MonotonicEntropy
 	lastID   ulid.ULID  // the newest id in the file
+	lastSeq  uint64     // the newest event's seq, as the head record has it
 	lastHash chain.Hash // the head of the chain: the newest event's hash
+	failed   error      // set, wrapping ErrFailed, once the file's state is unknown
 }
 
 type appendReq struct {
@@ -88,13 +97,16 @@ func Open(path string, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, openError(path, err)
 	}
-	var head chain.Hash
+	var (
+		headSeq uint64
+		head    chain.Hash
+	)
 	if err := db.Update(func(tx *bolt.Tx) error {
 		if _, err := migrations.Run(tx); err != nil {
 			return err
 		}
 		var ok bool
-		if _, head, ok = migrations.Head(tx); !ok {
+		if headSeq, head, ok = migrations.Head(tx); !ok {
 			return errors.New("the head of the hash chain is not recorded: the file is damaged")
 		}
 		return nil
@@ -115,6 +127,7 @@ func Open(path string, opts Options) (*Log, error) {
 		done:     make(chan struct{}),
 		entropy:  ulid.Monotonic(rand.Reader, 0),
 		lastID:   lastID,
+		lastSeq:  headSeq,
 		lastHash: head,
 	}
 	l.wg.Add(1)
@@ -182,7 +195,11 @@ func (l *Log) Close() error {
 }
 
 // Append stores records as consecutive events and returns them once they
-// are durable. Either all of them are stored or none.
+// are durable. Either all of them are stored or none. An error means they
+// may not be durable: if the commit failed in its last step the events are
+// nevertheless in the log (see Durability in the package doc). After an
+// error that leaves the log's state unknown, every Append fails with an
+// error wrapping ErrFailed.
 func (l *Log) Append(ctx context.Context, recs ...Record) ([]Event, error) {
 	if len(recs) == 0 {
 		return nil, nil
@@ -276,8 +293,16 @@ func (l *Log) writer() {
 				break gather
 			}
 		}
+		if l.failed != nil {
+			for _, r := range batch {
+				r.result <- l.failed
+			}
+			continue
+		}
+		// committed is set when the events are in the file, even if err is
+		// too (see afterFailedCommit).
 		committed, err := l.commit(batch)
-		if err == nil && l.opts.OnCommit != nil {
+		if len(committed) > 0 && l.opts.OnCommit != nil {
 			l.opts.OnCommit(committed)
 		}
 		for _, r := range batch {
@@ -297,13 +322,13 @@ func (l *Log) commit(batch []*appendReq) ([]Event, error) {
 	}
 	var (
 		committed []Event
+		seq       uint64
 		head      chain.Hash
 	)
 	err := l.db.Update(func(tx *bolt.Tx) error {
-		committed, head = committed[:0], l.lastHash
+		committed, seq, head = committed[:0], l.lastSeq, l.lastHash
 		events := tx.Bucket(migrations.BucketEvents)
 		index := tx.Bucket(migrations.BucketSessionEvents)
-		var seq uint64
 		for _, r := range batch {
 			for i := range r.events {
 				e := &r.events[i]
@@ -332,10 +357,53 @@ func (l *Log) commit(batch []*appendReq) ([]Event, error) {
 		return migrations.PutHead(tx, seq, head)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("eventlog: commit to %s: %w", l.path, err)
+		return l.afterFailedCommit(committed, seq, head, fmt.Errorf("eventlog: commit to %s: %w", l.path, err))
 	}
-	l.lastHash = head
+	l.lastSeq, l.lastHash = seq, head
 	return committed, nil
+}
+
+// afterFailedCommit reads the file back after the commit of batch, which
+// would have left the head at seq and head, failed with cerr. bbolt (1.4)
+// can fail a commit after writing its meta page, when the last fdatasync
+// fails: every later transaction then sees the batch. So the error alone
+// does not say whether the batch is in the file:
+//
+//   - If the head record and the events bucket's sequence are as before,
+//     nothing of it is: the cached head stays, the appenders get cerr.
+//   - If they are at the batch's last event, it is: the cached head moves
+//     to it and the batch is returned for OnCommit, so the chain goes on
+//     from the events in the file and memory matches the file. The
+//     appenders still get an error: Append promises durable events and
+//     these may not be on disk until a later commit's fsync succeeds (or
+//     ever, if the kernel dropped them), and a caller must treat them as
+//     possibly lost -- but also as possibly stored.
+//   - Otherwise, or if the file cannot be read, the log fails for good
+//     (ErrFailed) rather than chain onto a head it cannot know.
+func (l *Log) afterFailedCommit(batch []Event, seq uint64, head chain.Hash, cerr error) ([]Event, error) {
+	var (
+		fileSeq, bucketSeq uint64
+		fileHead           chain.Hash
+		ok                 bool
+	)
+	rerr := l.db.View(func(tx *bolt.Tx) error {
+		fileSeq, fileHead, ok = migrations.Head(tx)
+		bucketSeq = tx.Bucket(migrations.BucketEvents).Sequence()
+		return nil
+	})
+	switch {
+	case rerr == nil && ok && fileSeq == l.lastSeq && bucketSeq == l.lastSeq && fileHead == l.lastHash:
+		return nil, cerr
+	case rerr == nil && ok && len(batch) > 0 && fileSeq == seq && bucketSeq == seq && fileHead == head:
+		l.lastSeq, l.lastHash = seq, head
+		return batch, fmt.Errorf("%w (events %d to %d are in the log but may not be on disk)", cerr, batch[0].Seq, seq)
+	case rerr == nil && !ok:
+		rerr = errors.New("the head record is missing")
+	case rerr == nil:
+		rerr = fmt.Errorf("the head is at seq %d (sequence %d), neither at %d as before nor at %d as committed", fileSeq, bucketSeq, l.lastSeq, seq)
+	}
+	l.failed = fmt.Errorf("%w (%w; reading the file back: %w)", ErrFailed, cerr, rerr)
+	return nil, l.failed
 }
 
 // LastSeq returns the sequence number of the newest event, 0 for none.

@@ -1,7 +1,9 @@
 package eventlog
 
 import (
+	"context"
 	"crypto/rand"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -41,6 +43,31 @@ func TestNewIDIncreases(t *testing.T) {
 				t.Fatalf("%s: id %s is not above %s", name, id, prev)
 			}
 			prev = id
+		}
+	}
+}
+
+// A commit that fails when the file cannot be read back either leaves the
+// head of the chain unknown: the log takes no more appends.
+func TestFailedWhenCommitCannotBeReadBack(t *testing.T) {
+	l, err := Open(filepath.Join(t.TempDir(), FileName), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	r := Record{SessionID: "s1", Type: SessionClosing, Data: SessionClosingData{Reason: ReasonClient}}
+	if _, err := l.Append(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	// The bbolt DB closed under the writer: both the commit and the read
+	// back fail.
+	if err := l.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := l.Append(ctx, r); !errors.Is(err, ErrFailed) {
+			t.Fatalf("append %d after the file became unreadable: err = %v, want ErrFailed", i+1, err)
 		}
 	}
 }
