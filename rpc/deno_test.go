@@ -250,6 +250,10 @@ func TestDenoCloseDeletesWorkspace(t *testing.T) {
 	if !ok || view.Workspace == "" {
 		t.Fatalf("no workspace for %s: %+v", sid, view)
 	}
+	if filepath.IsAbs(view.Workspace) {
+		t.Errorf("the event log records the host path %s", view.Workspace)
+	}
+	view.Workspace = filepath.Join(ts.dataDir, view.Workspace)
 	for _, dir := range []string{view.Workspace, view.Workspace + ".deno-cache"} {
 		if _, err := os.Stat(dir); err != nil {
 			t.Fatalf("%s: %v", dir, err)

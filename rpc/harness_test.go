@@ -28,11 +28,12 @@ import (
 // testServer is a real service on a real bbolt file and Docker engine,
 // served over HTTP on loopback.
 type testServer struct {
-	t      testing.TB
-	svc    *rpc.Service
-	server *rpc.Server
-	http   *httptest.Server
-	url    string
+	t       testing.TB
+	dataDir string
+	svc     *rpc.Service
+	server  *rpc.Server
+	http    *httptest.Server
+	url     string
 }
 
 type serverOption func(*rpc.Config, *rpc.ServerOptions)
@@ -62,7 +63,7 @@ func newTestServer(t testing.TB, opts ...serverOption) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{t: t, svc: svc}
+	ts := &testServer{t: t, svc: svc, dataDir: cfg.DataDir}
 	ts.server = rpc.NewServer(svc, sopts)
 	ts.http = httptest.NewServer(ts.server.Handler())
 	ts.url = "ws" + strings.TrimPrefix(ts.http.URL, "http") + "/ws/jsonrpc"

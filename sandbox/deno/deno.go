@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -284,7 +285,14 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result, 
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("deno: command cancelled before it started: %w", err)
 	}
-	argv, err := denoArgs(p.Args, policy{grants: s.grants, extra: s.extraFlags(), allowAll: s.rt.allowAllForTests})
+	pol := policy{grants: s.grants, extra: s.extraFlags(), allowAll: s.rt.allowAllForTests}
+	var err error
+	if !s.grants[kindNet].none() {
+		if pol.hostAddrs, err = hostAddrs(); err != nil {
+			return res, err
+		}
+	}
+	argv, err := denoArgs(p.Args, pol)
 	if err != nil {
 		return res, err
 	}
@@ -294,6 +302,9 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result, 
 	dir := p.Dir
 	if dir == "" {
 		dir = sandbox.WorkspaceDir
+	}
+	if strings.ContainsRune(dir, 0) {
+		return res, fmt.Errorf("%w: the working directory holds a NUL byte", sandbox.ErrCannotStart)
 	}
 	if dir != sandbox.WorkspaceDir && !strings.HasPrefix(dir, sandbox.WorkspaceDir+"/") {
 		return res, fmt.Errorf("%w: working directory %s is outside %s", sandbox.ErrCannotStart, dir, sandbox.WorkspaceDir)
@@ -397,6 +408,27 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result, 
 		res.OOMKilled = true
 	}
 	return res, nil
+}
+
+// hostAddrs are the addresses of the host's own interfaces but loopback
+// (denied whole): services bound to every address answer on them.
+func hostAddrs() ([]string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("deno: list the host's addresses: %w", err)
+	}
+	var out []string
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		switch {
+		case !ok || ipn.IP.IsLoopback():
+		case ipn.IP.To4() != nil:
+			out = append(out, ipn.IP.To4().String())
+		default:
+			out = append(out, "["+ipn.IP.String()+"]")
+		}
+	}
+	return out, nil
 }
 
 // present fails with sandbox.ErrGone when what Create made was removed
@@ -504,7 +536,10 @@ func (s *Sandbox) jailArgs(p sandbox.Process, dir string, argv []string) []strin
 		"--hostname", "sandbox",
 		"--die-with-parent", "--new-session",
 	}
-	net := !s.grants[kindNet].none()
+	// Only commands that run code share the host's network, with Deno's
+	// net flags. Tools (check, info, doc, ...) download remote modules with
+	// no permission check at all.
+	net := !s.grants[kindNet].none() && len(argv) > 1 && permissioned[argv[1]]
 	if !net {
 		a = append(a, "--unshare-net")
 	}
@@ -546,6 +581,9 @@ func (s *Sandbox) jailArgs(p sandbox.Process, dir string, argv []string) []strin
 		a = append(a, "--ro-bind", s.tools.setpriv, jailSetpriv)
 	}
 	if net {
+		// bwrap makes the folder 0700 otherwise: the sandbox user could
+		// not read the files, nor so resolve names.
+		a = append(a, "--perms", "0755", "--dir", "/etc")
 		for _, f := range netFiles {
 			a = append(a, "--ro-bind-try", f, f)
 		}

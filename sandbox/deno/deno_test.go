@@ -5,12 +5,16 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
+	"maps"
 	"net"
+	"net/http"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -329,6 +333,173 @@ func TestDenoNetworkNamespace(t *testing.T) {
 	}
 }
 
+// loopbackServer stands for the services on the server's loopback (the
+// CodeBeaker API, the Docker socket proxies): it counts requests and
+// answers each, proxy requests too, with a secret, as a module, so that a
+// tool loading it would print it.
+type loopbackServer struct {
+	port string
+	hits atomic.Int64
+}
+
+const loopbackSecret = "LOOPBACK-SECRET"
+
+func startLoopback(t *testing.T) *loopbackServer {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &loopbackServer{}
+	_, srv.port, _ = net.SplitHostPort(l.Addr().String())
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv.hits.Add(1)
+		w.Header().Set("Content-Type", "application/javascript")
+		io.WriteString(w, "export const secret = \""+loopbackSecret+"\";\n")
+	})}
+	go hs.Serve(l)
+	t.Cleanup(func() { hs.Close() })
+	// The server answers the host.
+	resp, err := http.Get("http://127.0.0.1:" + srv.port + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), loopbackSecret) || srv.hits.Swap(0) != 1 {
+		t.Fatalf("the loopback server answered %q", body)
+	}
+	return srv
+}
+
+// loopbackNames are the names other than localhost that /etc/hosts (bound
+// into jails with network access) gives a loopback address.
+func loopbackNames(t *testing.T) []string {
+	data, _ := os.ReadFile("/etc/hosts")
+	var names []string
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) > 1 && (strings.HasPrefix(fields[0], "127.") || fields[0] == "::1") {
+			for _, n := range fields[1:] {
+				if strings.HasPrefix(n, "#") {
+					break
+				}
+				if n != "localhost" {
+					names = append(names, n)
+				}
+			}
+		}
+	}
+	if len(names) == 0 {
+		t.Logf("no name but localhost has a loopback address in /etc/hosts: names resolved to loopback are not tried")
+	}
+	return names
+}
+
+// TestDenoNetworkGuard checks that a session granted network access cannot
+// reach the host's own services: not by address, name or proxy, nor
+// through the tools that fetch remote modules. Only a loopback server the
+// test starts is ever contacted; the one other host named, example.invalid,
+// never resolves.
+func TestDenoNetworkGuard(t *testing.T) {
+	r := newRuntime(t, Options{})
+	srv := startLoopback(t)
+	port := srv.port
+	loop := "127.0.0.1:" + port
+	denied := func(target string) string { return `Requires net access to "` + target }
+
+	// Direct connections, with every host granted.
+	direct := map[string]string{
+		`await fetch("http://` + loop + `/")`:                               denied(loop),
+		`await fetch("http://localhost:` + port + `/")`:                     denied("localhost:" + port),
+		`await fetch("http://[::1]:` + port + `/")`:                         denied("[::1]:" + port),
+		`await fetch("http://[::ffff:127.0.0.1]:` + port + `/")`:            denied(loop),
+		`await fetch("http://2130706433:` + port + `/")`:                    denied(loop),
+		`await fetch("http://0.0.0.0:` + port + `/")`:                       denied("0.0.0.0:" + port),
+		`await fetch("http://[::]:` + port + `/")`:                          denied("[::]:" + port),
+		`await Deno.connect({ hostname: "127.0.0.2", port: ` + port + ` })`: denied("127.0.0.2:" + port),
+		`await Deno.connect({ hostname: "localhost", port: ` + port + ` })`: denied("localhost:" + port),
+		`const { get } = await import("node:http"); await new Promise((ok, fail) => get("http://` + loop + `/", (r) => { r.destroy(); ok(r) }).on("error", fail))`: denied(loop),
+		`await new Promise((ok, fail) => { const ws = new WebSocket("ws://` + loop + `/"); ws.onopen = ok; ws.onerror = (e) => fail(e.error ?? e.message) })`:      denied(loop),
+	}
+	for _, name := range loopbackNames(t) {
+		// Deno checks the address a name resolves to.
+		direct[`await Deno.connect({ hostname: "`+name+`", port: `+port+` })`] = denied("127.")
+		direct[`await fetch("http://`+name+`:`+port+`/")`] = denied("127.")
+	}
+	// The host's own addresses reach its services bound to every address.
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+				direct[`await Deno.connect({ hostname: "`+ipn.IP.String()+`", port: `+port+` })`] = denied(ipn.IP.String() + ":" + port)
+				break
+			}
+		}
+	}
+	// Proxies, with every host or one other host granted.
+	proxied := map[string]string{
+		`Deno.env.set("HTTP_PROXY", "http://` + loop + `"); await fetch("http://example.invalid/")`:                            `Requires env access to "HTTP_PROXY"`,
+		`Deno.env.set("http_proxy", "http://` + loop + `"); await fetch("http://example.invalid/")`:                            `Requires env access to "http_proxy"`,
+		`await fetch("http://example.invalid/", { client: Deno.createHttpClient({ proxy: { url: "http://` + loop + `" } }) })`: denied(loop),
+	}
+	// Tools that load modules, and module loading itself.
+	tools := [][]string{
+		{"deno", "check", "http://" + loop + "/secret.ts"},
+		{"deno", "info", "http://" + loop + "/secret.ts"},
+		{"deno", "doc", "http://" + loop + "/secret.ts"},
+		{"deno", "run", "http://" + loop + "/main.js"},
+		{"deno", "test", "http://" + loop + "/main_test.js"},
+		{"deno", "run", "--import-map=http://" + loop + "/map.json", "plain.ts"},
+		{"deno", "run", "static.ts"},
+		{"deno", "run", "http://localhost:" + port + "/main.js"},
+	}
+	for _, perms := range []sandbox.Permissions{
+		{Net: []string{}, Env: []string{}},
+		{Net: []string{"example.invalid"}, Env: []string{}},
+	} {
+		t.Run("net "+strings.Join(perms.Net, ","), func(t *testing.T) {
+			s, ws := newSandbox(t, r, func(spec *sandbox.Spec) { spec.Permissions = perms })
+			codes := proxied
+			if len(perms.Net) == 0 {
+				codes = map[string]string{}
+				maps.Copy(codes, direct)
+				maps.Copy(codes, proxied)
+			}
+			for code, want := range codes {
+				res, err := run(t, s, ws, code, nil)
+				if err != nil || res.ExitCode == 0 || !strings.Contains(string(res.Stderr), want) {
+					t.Errorf("%s\n  want a failure with %q; got exit %d, stdout %q, stderr %.300q, err %v", code, want, res.ExitCode, res.Stdout, res.Stderr, err)
+				}
+			}
+			files := map[string]string{
+				"plain.ts":  "console.log(\"plain\");\n",
+				"static.ts": `import { secret } from "http://` + loop + `/static.js"; console.log(secret);`,
+			}
+			for name, text := range files {
+				if _, err := ws.WriteFile(name, []byte(text), false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, args := range tools {
+				res, err := s.Exec(context.Background(), sandbox.Process{Args: args, Dir: sandbox.WorkspaceDir, Timeout: time.Minute, OutputLimit: 1 << 20})
+				out := string(res.Stdout) + string(res.Stderr)
+				if (err == nil && res.ExitCode == 0) || strings.Contains(out, loopbackSecret) {
+					t.Errorf("%q: want a failure; got exit %d, stdout %q, stderr %.300q, err %v", args, res.ExitCode, res.Stdout, res.Stderr, err)
+				}
+			}
+			// Tools still work on the workspace, without network.
+			for _, args := range [][]string{{"deno", "check", "plain.ts"}, {"deno", "info", "plain.ts"}, {"deno", "fmt", "--check", "plain.ts"}} {
+				res, err := s.Exec(context.Background(), sandbox.Process{Args: args, Dir: sandbox.WorkspaceDir, Timeout: time.Minute, OutputLimit: 1 << 20})
+				if err != nil || res.ExitCode != 0 {
+					t.Errorf("%q: exit %d, stdout %q, stderr %.300q, err %v", args, res.ExitCode, res.Stdout, res.Stderr, err)
+				}
+			}
+			if n := srv.hits.Swap(0); n != 0 {
+				t.Errorf("the loopback server was reached %d times", n)
+			}
+		})
+	}
+}
+
 // TestDenoUser checks who the program is: uid 1000, no capabilities,
 // no_new_privs (read from /proc, which needs -A: the test-only runtime).
 func TestDenoUser(t *testing.T) {
@@ -401,10 +572,30 @@ func TestDenoClientFlags(t *testing.T) {
 			t.Errorf("%q: want an error wrapping ErrCannotStart saying %q; got %v (exit %d, stdout %q)", c.args, c.says, err, res.ExitCode, res.Stdout)
 		}
 	}
-	for _, env := range []string{"LD_PRELOAD=/workspace/x.so", "LD_LIBRARY_PATH=/workspace", "GLIBC_TUNABLES=x", "DENO_V8_FLAGS=--allow-natives-syntax"} {
+	for _, env := range []string{"LD_PRELOAD=/workspace/x.so", "LD_LIBRARY_PATH=/workspace", "GLIBC_TUNABLES=x", "DENO_V8_FLAGS=--allow-natives-syntax",
+		"DENO_DIR=/workspace", "DENO_CERT=/workspace/ca.pem", "HTTP_PROXY=http://127.0.0.1:1", "https_proxy=http://127.0.0.1:1", "NPM_CONFIG_REGISTRY=http://127.0.0.1:1/", "A=x\x00y"} {
 		_, err := s.Exec(context.Background(), sandbox.Process{Args: []string{"deno", "run", "p.ts"}, Env: []string{env}, Dir: sandbox.WorkspaceDir, Timeout: time.Minute})
 		if !errors.Is(err, sandbox.ErrCannotStart) {
-			t.Errorf("env %s: err %v; want ErrCannotStart", env, err)
+			t.Errorf("env %q: err %v; want ErrCannotStart", env, err)
+		}
+	}
+	// A NUL byte cannot be passed to a program: a client error, not a
+	// server error from exec.
+	for _, p := range []sandbox.Process{
+		{Args: []string{"deno", "run", "p.ts", "a\x00b"}},
+		{Args: []string{"deno", "run", "p.ts"}, Dir: sandbox.WorkspaceDir + "/a\x00b"},
+	} {
+		if _, err := s.Exec(context.Background(), p); !errors.Is(err, sandbox.ErrCannotStart) {
+			t.Errorf("%q in %q: err %v; want ErrCannotStart", p.Args, p.Dir, err)
+		}
+	}
+	// An env file would set what the env check refuses.
+	if _, err := ws.WriteFile(".env", []byte("HTTP_PROXY=http://127.0.0.1:1\nDENO_V8_FLAGS=--allow-natives-syntax\n"), false); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"--env-file", "--env-file=.env", "--env", "--env=/workspace/.env"} {
+		if _, err := exec("deno", "run", f, "p.ts"); !errors.Is(err, sandbox.ErrCannotStart) {
+			t.Errorf("deno run %s: err %v; want ErrCannotStart", f, err)
 		}
 	}
 	// Within the grants, and the plain forms.

@@ -5,7 +5,8 @@
 //
 // Every Exec starts bwrap, which makes new pid, ipc, uts and cgroup
 // namespaces (and a network namespace holding only lo, unless the session
-// grants network access) and a new root: an empty tmpfs holding
+// grants network access and the command runs code: see Network access)
+// and a new root: an empty tmpfs holding
 //
 //   - /workspace: the session's workspace folder, read-write;
 //   - /usr/bin/deno: the deno binary, read-only;
@@ -15,8 +16,10 @@
 //   - /deno-dir: the session's DENO_DIR (see below), read-write;
 //   - /tmp: a private tmpfs, as large as the memory limit; /dev (bwrap's
 //     minimal one) and /proc (of the jail's pid namespace);
-//   - with network access granted only: /etc/resolv.conf, /etc/hosts,
-//     /etc/nsswitch.conf (and host.conf, gai.conf when present), read-only.
+//   - with network access only: /etc/resolv.conf, /etc/hosts,
+//     /etc/nsswitch.conf (and host.conf, gai.conf when present), read-only,
+//     in an /etc of mode 0755 (bwrap would make it 0700, and the sandbox
+//     user could not resolve names).
 //
 // Nothing else of the host is there: no /etc/passwd, no /home, no other
 // program (so `deno` is all a command can run; Args[0] must be "deno").
@@ -53,9 +56,7 @@
 // (--allow-read=a,b). Read and write always include /workspace:
 // --allow-read=/workspace --allow-write=/workspace is the default, and a
 // list adds to it. --no-prompt is always given. Net also decides the
-// network namespace: nothing granted means no network at all, so even a
-// Deno bug could not connect anywhere; anything granted shares the host's
-// network and Deno's flag limits the hosts.
+// network namespace: see Network access.
 //
 // A client may pass its own --allow-read/-write/-net/-env (or -R, -W, -N,
 // -E) flags when they stay within the session's grants (they then replace
@@ -67,14 +68,60 @@
 // arguments too, because telling them from Deno's flags needs Deno's whole
 // flag table. deno eval is refused: it runs with every permission whatever
 // its flags say. deno task (shell commands outside Deno's checks),
-// compile, install, upgrade and the like are refused; fmt, lint, check,
-// info, doc, types, help, coverage and --version run as they are (they
-// see what the jail holds, nothing more). Also refused, because they act
-// beneath Deno's checks: --inspect* (the inspector runs any code for
-// whoever reaches its port), --v8-flags (which can turn V8's hardening
-// off, and carries the heap limit without a cgroup), and the environment
-// variables LD_* (LD_PRELOAD of a library written to the workspace would
-// run native code), GLIBC_TUNABLES and DENO_V8_FLAGS.
+// compile, install, upgrade, cache and the like are refused; fmt, lint,
+// check, info, doc, types, help, coverage and --version run as they are
+// (they see what the jail holds, nothing more), never with network
+// access. Also refused, because they act beneath Deno's checks: --inspect*
+// (the inspector runs any code for whoever reaches its port), --v8-flags
+// (which can turn V8's hardening off, and carries the heap limit without a
+// cgroup), --env-file and --env
+// (which would load the variables refused here from a file), the
+// environment variables LD_* (LD_PRELOAD of a library written to the
+// workspace would run native code), GLIBC_TUNABLES, every DENO_* (Deno's
+// own settings: DENO_V8_FLAGS, DENO_DIR, DENO_CERT, DENO_AUTH_TOKENS, ...),
+// the proxy variables HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY in
+// any case (a proxy carries requests past the allowlist), NPM_CONFIG_* and
+// JSR_URL (registries Deno downloads from before any check), and a NUL
+// byte in any argument, variable or working directory.
+//
+// # Network access
+//
+// A session granting no network gets a network namespace of its own: even
+// a Deno bug could not connect anywhere. A session granting any shares the
+// host's network on the commands that run code (run, test, bench, serve,
+// repl), and Deno's checks are the barrier. They are given, besides the
+// grants:
+//
+//   - --deny-net and --deny-import for localhost, 127.0.0.0/8, 0.0.0.0/8,
+//     [::1], [::], 169.254.0.0/16 and every address of the host's own
+//     interfaces (read on each command). Deny flags win over allow flags,
+//     allowNet:true included, and a client's deny flags add to them: code
+//     cannot reach the host's services (the CodeBeaker API, the Docker
+//     socket proxies, a cloud metadata service) nor listen on those
+//     addresses. Deno checks the address a name resolves to (a name in
+//     /etc/hosts or DNS giving 127.0.0.1 is denied as 127.0.0.1), and the
+//     IPv4 inside an IPv4-mapped IPv6 address. --deny-import also stops a
+//     remote main module or import map on those addresses, which Deno
+//     loads without its import allowlist.
+//   - --deny-env for the proxy variables, so that code granted env access
+//     cannot set one for its own fetches (Deno reads them when it makes
+//     its HTTP client). Deno.createHttpClient's proxy is checked as a host.
+//
+// Commands that run no code (check, info, doc, ...) never share the
+// host's network, whatever the grants: they download remote modules with
+// no permission check at all. They use what the Deno cache holds.
+//
+// Limits: Deno takes no IPv6 ranges, so beyond ::1, :: and the host's own
+// addresses IPv6 is not denied (fe80::/10 and fc00::/7 neighbours stay
+// reachable, as other hosts of the host's networks do, docker0's
+// containers included, when allowNet is true). With any network granted,
+// a remote main module or import map (deno run https://host/x.ts,
+// --import-map=URL, a deno.json importMap) is downloaded from any host but
+// the denied ones, outside the net allowlist. npm packages are downloaded
+// with no check at all: a registry in a workspace .npmrc (read beside a
+// deno.json or package.json; @scope:registry= too) makes Deno send GET
+// requests to any URL, loopback included (Deno parses the answer as npm
+// metadata and does not print it).
 //
 // # Deno cache
 //

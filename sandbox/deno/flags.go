@@ -158,6 +158,35 @@ type policy struct {
 	grants   grants
 	extra    []string // flags added after the permission flags
 	allowAll bool     // tests only: -A instead of the grants
+	// hostAddrs are the addresses of the host's own interfaces, denied
+	// with localTargets when network access is granted.
+	hostAddrs []string
+}
+
+// localTargets are where code sharing the host's network would reach the
+// host's own services (the CodeBeaker API, the Docker socket proxies, a
+// cloud's metadata service): loopback, the unspecified addresses (which
+// connect to loopback) and IPv4 link-local. Deno checks the address a name
+// resolves to as well, but takes no IPv6 ranges: only ::1 and :: are
+// listed, and IPv4-mapped addresses are checked as IPv4.
+var localTargets = []string{"localhost", "127.0.0.0/8", "0.0.0.0/8", "[::1]", "[::]", "169.254.0.0/16"}
+
+// proxyNames are the variables Deno's HTTP clients take a proxy from, in
+// either case: a proxy on loopback (or anywhere) would carry requests past
+// the allowlist, which Deno checks against the target, not the proxy.
+var proxyNames = []string{"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
+
+// netGuard are the flags given with network access to commands that run
+// code: the host's own services are denied, whatever the grants (deny
+// flags win over allow flags, and a client's deny flags add to these), and
+// code may not set a proxy variable for its own fetches.
+func netGuard(hostAddrs []string) []string {
+	deny := strings.Join(slices.Concat(localTargets, hostAddrs), ",")
+	var proxies []string
+	for _, p := range proxyNames {
+		proxies = append(proxies, p, strings.ToLower(p))
+	}
+	return []string{"--deny-net=" + deny, "--deny-import=" + deny, "--deny-env=" + strings.Join(proxies, ",")}
 }
 
 // denoArgs turns a client's command line into the one run in the jail:
@@ -171,6 +200,11 @@ func denoArgs(args []string, pol policy) ([]string, error) {
 	}
 	if args[0] != "deno" && args[0] != jailDeno {
 		return nil, fmt.Errorf("%w %q: only deno runs in a deno session", sandbox.ErrCannotStart, args[0])
+	}
+	for _, a := range args {
+		if strings.ContainsRune(a, 0) {
+			return nil, fmt.Errorf("%w: an argument holds a NUL byte", sandbox.ErrCannotStart)
+		}
 	}
 	rest := args[1:]
 	clientSet := map[string]bool{}
@@ -189,6 +223,9 @@ func denoArgs(args []string, pol policy) ([]string, error) {
 			out = append(out, "-A", "--no-prompt")
 		} else {
 			out = append(out, g.flags(clientSet)...)
+		}
+		if !g[kindNet].none() {
+			out = append(out, netGuard(pol.hostAddrs)...)
 		}
 		out = append(out, pol.extra...)
 		return append(out, tail...)
@@ -234,6 +271,9 @@ func checkArg(a string, g grants) ([]string, error) {
 		switch {
 		case name == "allow-all", name == "permission-set":
 			return nil, beyond(a)
+		case name == "env-file", name == "env":
+			// An env file would set what checkEnv refuses.
+			return nil, fmt.Errorf("%w: %s is not available in a sandbox: pass variables in the command's env", sandbox.ErrCannotStart, a)
 		case name == "v8-flags":
 			// V8 flags can turn off V8's own hardening (and, without a
 			// cgroup, carry the memory limit).
@@ -273,11 +313,18 @@ func checkArg(a string, g grants) ([]string, error) {
 // checkEnv refuses variables that would change how the deno binary itself
 // runs, beneath Deno's permission checks: the dynamic loader's (LD_PRELOAD
 // of a library written to the workspace would run native code), glibc's
-// tunables, and V8's flags.
+// tunables, Deno's own (DENO_V8_FLAGS, DENO_DIR, DENO_CERT, ...), proxies,
+// and the npm and JSR registries Deno downloads from before any check. It
+// refuses NUL bytes too, which no program can be given.
 func checkEnv(env []string) error {
 	for _, kv := range env {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "LD_") || name == "GLIBC_TUNABLES" || name == "DENO_V8_FLAGS" {
+		if strings.ContainsRune(kv, 0) {
+			return fmt.Errorf("%w: an environment variable holds a NUL byte", sandbox.ErrCannotStart)
+		}
+		up := strings.ToUpper(name)
+		if strings.HasPrefix(name, "LD_") || name == "GLIBC_TUNABLES" || strings.HasPrefix(up, "DENO_") ||
+			slices.Contains(proxyNames, up) || strings.HasPrefix(up, "NPM_CONFIG_") || up == "JSR_URL" {
 			return fmt.Errorf("%w: the environment variable %s is not available in a sandbox", sandbox.ErrCannotStart, name)
 		}
 	}
