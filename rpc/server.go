@@ -25,6 +25,7 @@ type ServerOptions struct {
 	MaxInFlightPerConn int   // frames of one connection handled at once
 	MaxConnections     int   // WebSocket connections open at once
 	WriteTimeout       time.Duration
+	PongTimeout        time.Duration // a peer silent this long, pings unanswered, is dropped
 }
 
 // Server serves /health and the JSON-RPC WebSocket endpoint.
@@ -58,6 +59,9 @@ func NewServer(svc *Service, opts ServerOptions) *Server {
 	}
 	if opts.WriteTimeout == 0 {
 		opts.WriteTimeout = 30 * time.Second
+	}
+	if opts.PongTimeout == 0 {
+		opts.PongTimeout = time.Minute
 	}
 	s := &Server{
 		svc:    svc,
@@ -210,6 +214,29 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			logger.Debug().Err(err).Msg("cannot write a reply")
 		}
 	}
+	// A peer that answers no ping for PongTimeout is gone (a dropped
+	// network, a killed client): its connection is closed rather than kept.
+	conn.SetReadDeadline(time.Now().Add(s.opts.PongTimeout))
+	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(s.opts.PongTimeout)) })
+	stopPings := make(chan struct{})
+	defer close(stopPings)
+	go func() {
+		tick := time.NewTicker(s.opts.PongTimeout / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopPings:
+				return
+			case <-tick.C:
+				writeMu.Lock()
+				err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.opts.WriteTimeout))
+				writeMu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}
+	}()
 	inFlight := make(chan struct{}, s.opts.MaxInFlightPerConn)
 	var last *turn
 	var handlers sync.WaitGroup
@@ -222,6 +249,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			}
 			return
 		}
+		conn.SetReadDeadline(time.Now().Add(s.opts.PongTimeout)) // any frame shows the peer is there
 		frame, err := io.ReadAll(io.LimitReader(rd, s.opts.MaxMessageBytes+1))
 		if err != nil {
 			return
