@@ -8,16 +8,13 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/rs/zerolog"
 
 	"github.com/codebeaker/codebeaker/rpc"
 	"github.com/codebeaker/codebeaker/sandbox"
@@ -331,19 +328,7 @@ func startDenoRun(t testing.TB, dataDir string, opts deno.Options) *run {
 	if h := rt.Health(context.Background()); !h.Available && opts.DenoPath == "" {
 		t.Fatalf("%s (these tests need the real Deno and bubblewrap)", h.Error)
 	}
-	svc, err := rpc.Open(context.Background(), rpc.Config{
-		DataDir:      dataDir,
-		Runtimes:     map[string]sandbox.Runtime{sandbox.KindDeno: rt},
-		Limits:       rpc.DefaultLimits(),
-		Logger:       zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
-		ReapInterval: 100 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &run{t: t, svc: svc, srv: rpc.NewServer(svc, rpc.ServerOptions{})}
-	r.http = httptest.NewServer(r.srv.Handler())
-	return r
+	return startRuntimes(t, dataDir, map[string]sandbox.Runtime{sandbox.KindDeno: rt})
 }
 
 // denoLeftovers lists what a Deno session holds on the host that still

@@ -33,10 +33,14 @@ type run struct {
 }
 
 func startRun(t testing.TB, dataDir string, rt sandbox.Runtime) *run {
+	return startRuntimes(t, dataDir, map[string]sandbox.Runtime{sandbox.KindDocker: rt})
+}
+
+func startRuntimes(t testing.TB, dataDir string, runtimes map[string]sandbox.Runtime) *run {
 	t.Helper()
 	svc, err := rpc.Open(context.Background(), rpc.Config{
 		DataDir:           dataDir,
-		Runtimes:          map[string]sandbox.Runtime{sandbox.KindDocker: rt},
+		Runtimes:          runtimes,
 		Limits:            rpc.DefaultLimits(),
 		Logger:            zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
 		ReapInterval:      100 * time.Millisecond,
