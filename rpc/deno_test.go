@@ -15,7 +15,6 @@ import (
 	"strings"
 	"testing"
 
-
 	"github.com/codebeaker/codebeaker/rpc"
 	"github.com/codebeaker/codebeaker/sandbox"
 	"github.com/codebeaker/codebeaker/sandbox/deno"
