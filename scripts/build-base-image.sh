@@ -15,14 +15,7 @@ MIRROR=${CODEBEAKER_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${CODEBEAKER_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 PATH_ENV=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-force=0
-for arg in "$@"; do
-	case "$arg" in
-	--force) force=1 ;;
-	-h | --help) usage; exit 0 ;;
-	*) die "unknown argument: $arg" ;;
-	esac
-done
+parse_force "$@"
 
 ensure_docker
 

@@ -18,14 +18,7 @@ IMAGE=${CODEBEAKER_IMAGE:-codebeaker:latest}
 GOBUILD_IMAGE=codebeaker-gobuild:local
 LOCAL_BASE=codebeaker-base:bookworm
 
-force=0
-for arg in "$@"; do
-	case "$arg" in
-	--force) force=1 ;;
-	-h | --help) usage; exit 0 ;;
-	*) die "unknown argument: $arg" ;;
-	esac
-done
+parse_force "$@"
 
 started=$SECONDS
 ensure_docker

@@ -46,3 +46,16 @@ ensure_docker() {
 
 # usage: print the comment block at the top of the running script (its help text).
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+
+# parse_force ARGS...: the argument handling of scripts that take only --force and --help (which calls
+# the script's own usage function). Sets force=1 when --force is given.
+parse_force() {
+	force=0
+	for arg in "$@"; do
+		case "$arg" in
+		--force) force=1 ;;
+		-h | --help) usage; exit 0 ;;
+		*) die "unknown argument: $arg" ;;
+		esac
+	done
+}
