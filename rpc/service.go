@@ -267,7 +267,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 		return projection.Session{}, err
 	}
 	spec := s.spec(id, lang, cfg, perms)
-	ws, err := sandbox.OpenWorkspace(spec.Workspace, sandboxUID, sandboxGID)
+	ws, err := sandbox.OpenWorkspace(spec.Workspace, sandbox.UID, sandbox.GID)
 	var box sandbox.Sandbox
 	if err == nil {
 		if box, err = runtime.Create(ctx, spec); err != nil {
@@ -321,9 +321,6 @@ func (s *Service) serve(l *liveSession) {
 	s.wg.Add(1)
 	go s.worker(l)
 }
-
-// The sandbox user of the runtime images owns workspace files.
-const sandboxUID, sandboxGID = 1000, 1000
 
 func (s *Service) sessionConfig(p CreateParams) (sandbox.Language, eventlog.SessionConfig, error) {
 	lim := s.cfg.Limits

@@ -32,10 +32,7 @@ const (
 )
 
 // SandboxUser runs every command; the runtime images create it.
-const SandboxUser = "1000:1000"
-
-// SandboxUID and SandboxGID own the workspace folders bound into containers.
-const SandboxUID, SandboxGID = 1000, 1000
+var SandboxUser = strconv.Itoa(sandbox.UID) + ":" + strconv.Itoa(sandbox.GID)
 
 // apiTimeout bounds every Docker API call that is not waiting for a
 // command: a hung engine must not hang a session forever.
