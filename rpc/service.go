@@ -128,6 +128,9 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("data dir %q: %w", cfg.DataDir, err)
 	}
 	cfg.DataDir = dataDir // sandboxes bind-mount workspaces by absolute path
+	if err := sandbox.PrivateDirs(cfg.DataDir, filepath.Join(cfg.DataDir, "workspaces")); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
 	s := &Service{cfg: cfg, view: projection.NewSessions(), live: map[string]*liveSession{}, start: time.Now()}
 	log, err := eventlog.Open(filepath.Join(cfg.DataDir, eventlog.FileName), eventlog.Options{OnCommit: s.applyCommitted})
 	if err != nil {
