@@ -61,7 +61,7 @@ func BenchmarkExecDockerAPI(b *testing.B) {
 	ctx := context.Background()
 	for b.Loop() {
 		exec, err := api.ContainerExecCreate(ctx, view.ContainerID, container.ExecOptions{
-			User: "1000:1000", AttachStdout: true, AttachStderr: true, Cmd: []string{"python3", "-c", "print(1)"}})
+			User: docker.SandboxUser, AttachStdout: true, AttachStderr: true, Cmd: []string{"python3", "-c", "print(1)"}})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -43,6 +43,7 @@ var codes = []struct {
 	{ErrShuttingDown, CodeServiceShuttingDown},
 	{sandbox.ErrUnavailable, CodeRuntimeUnavailable},
 	{sandbox.ErrImageNotFound, CodeRuntimeUnavailable},
+	{sandbox.ErrImageNotAllowed, CodeRuntimeUnavailable},
 }
 
 // toRPC maps a service error to the JSON-RPC error the client sees. Errors

@@ -80,7 +80,7 @@ func (s *Service) recoverSession(ctx context.Context, sess projection.Session) e
 	if _, err := os.Stat(spec.Workspace); err != nil && reason == "" {
 		reason = eventlog.ReasonWorkspaceLost
 	}
-	ws, err := sandbox.OpenWorkspace(spec.Workspace, sandboxUID, sandboxGID)
+	ws, err := sandbox.OpenWorkspace(spec.Workspace, sandbox.UID, sandbox.GID)
 	if err != nil {
 		return err
 	}

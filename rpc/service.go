@@ -128,6 +128,9 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("data dir %q: %w", cfg.DataDir, err)
 	}
 	cfg.DataDir = dataDir // sandboxes bind-mount workspaces by absolute path
+	if err := sandbox.PrivateDirs(cfg.DataDir, filepath.Join(cfg.DataDir, "workspaces")); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
 	s := &Service{cfg: cfg, view: projection.NewSessions(), live: map[string]*liveSession{}, start: time.Now()}
 	log, err := eventlog.Open(filepath.Join(cfg.DataDir, eventlog.FileName), eventlog.Options{OnCommit: s.applyCommitted})
 	if err != nil {
@@ -267,7 +270,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 		return projection.Session{}, err
 	}
 	spec := s.spec(id, lang, cfg, perms)
-	ws, err := sandbox.OpenWorkspace(spec.Workspace, sandboxUID, sandboxGID)
+	ws, err := sandbox.OpenWorkspace(spec.Workspace, sandbox.UID, sandbox.GID)
 	var box sandbox.Sandbox
 	if err == nil {
 		if box, err = runtime.Create(ctx, spec); err != nil {
@@ -321,9 +324,6 @@ func (s *Service) serve(l *liveSession) {
 	s.wg.Add(1)
 	go s.worker(l)
 }
-
-// The sandbox user of the runtime images owns workspace files.
-const sandboxUID, sandboxGID = 1000, 1000
 
 func (s *Service) sessionConfig(p CreateParams) (sandbox.Language, eventlog.SessionConfig, error) {
 	lim := s.cfg.Limits

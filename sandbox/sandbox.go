@@ -10,6 +10,9 @@ import (
 var (
 	ErrUnavailable   = errors.New("sandbox: runtime unavailable")
 	ErrImageNotFound = errors.New("sandbox: image not found")
+	// ErrImageNotAllowed is an image on the host that sessions may not
+	// use: not a runtime image built for UID, nor allowed by the operator.
+	ErrImageNotAllowed = errors.New("sandbox: image not allowed")
 	// ErrCannotStart is a program that could not be started: not found,
 	// not executable. The client's doing, so a failed command, not a
 	// server error.

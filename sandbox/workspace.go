@@ -13,6 +13,13 @@ import (
 	"time"
 )
 
+// WorkspaceMode is a workspace folder's: its owner, the sandbox user, uses
+// it; others may only pass through, as bwrap must (it enters the folder as
+// root without capabilities, before it drops to the sandbox user). Its
+// parent, the data dir's workspaces folder, is the server's alone (see
+// PrivateDirs), so no host user reaches it.
+const WorkspaceMode = 0o711
+
 // Workspace is a session's folder on the host, seen as WorkspaceDir inside
 // its sandbox. Every path goes through os.Root: a path or symlink that leads
 // outside is refused, never followed.
@@ -23,13 +30,17 @@ type Workspace struct {
 }
 
 // OpenWorkspace opens (creating it if needed) the folder dir, owned by
-// uid:gid (-1 keeps the current owner).
+// uid:gid (-1 keeps the current owner), with mode WorkspaceMode.
 func OpenWorkspace(dir string, uid, gid int) (*Workspace, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, WorkspaceMode); err != nil {
 		return nil, fmt.Errorf("create workspace: %w", err)
 	}
 	if err := os.Lchown(dir, uid, gid); err != nil {
 		return nil, fmt.Errorf("give workspace to the sandbox user: %w", err)
+	}
+	// Also a folder an earlier run made more open.
+	if err := os.Chmod(dir, WorkspaceMode); err != nil {
+		return nil, fmt.Errorf("make workspace private: %w", err)
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -184,8 +195,9 @@ func (w *Workspace) WriteFile(p string, data []byte, appendMode bool) (string, e
 		return "", err
 	}
 	_, werr := f.Write(data)
+	serr := dropSetID(f)
 	cerr := f.Close()
-	if err := errors.Join(werr, cerr); err != nil {
+	if err := errors.Join(werr, serr, cerr); err != nil {
 		return "", clientError(rel, err)
 	}
 	return Display(rel), clientError(rel, w.root.Lchown(rel, w.uid, w.gid))
@@ -311,6 +323,9 @@ func (w *Workspace) Copy(src, dst string, limit int64) (srcShown, dstShown strin
 		return "", "", 0, err
 	}
 	n, err = io.Copy(out, io.LimitReader(in, limit)) // the file may grow while copied
+	if serr := dropSetID(out); err == nil {
+		err = serr
+	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -389,4 +404,35 @@ func (w *Workspace) List(p string, limit int) (string, []Entry, bool, error) {
 		entries = append(entries, Entry{Name: name, Type: kind, Size: info.Size(), ModifiedAt: info.ModTime().UTC()})
 	}
 	return Display(rel), entries, more, nil
+}
+
+// dropSetID clears the setuid and setgid bits of a file the server wrote
+// or copied into: a program may have set them on the file it replaces, and
+// the server writes as root, which keeps them (chown then clears setuid,
+// but not setgid on a file without group execute).
+func dropSetID(f *os.File) error {
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if m := info.Mode(); m&(os.ModeSetuid|os.ModeSetgid) != 0 {
+		return f.Chmod(m.Perm())
+	}
+	return nil
+}
+
+// PrivateDirs makes each folder (and its parents) if missing and gives it
+// mode 0700, also when an earlier run left it more open: the data dir and
+// its folder of workspaces are the server's alone, so no host user reaches
+// a workspace or what a program left in it.
+func PrivateDirs(dirs ...string) error {
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+		if err := os.Chmod(d, 0o700); err != nil {
+			return fmt.Errorf("make %s private to the server (mode 0700): %w", d, err)
+		}
+	}
+	return nil
 }

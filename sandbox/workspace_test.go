@@ -589,3 +589,107 @@ func TestWorkspaceSizeAndShapeLimits(t *testing.T) {
 		t.Errorf("a 300-byte name: %v", err)
 	}
 }
+
+// TestWorkspaceModes: a workspace is entered by its owner (the sandbox
+// user) and passed through by the jail's root (mode 0711), never listed
+// or read by anyone else; one left more open by an earlier run is
+// tightened when opened again. PrivateDirs does the same for the data dir.
+func TestWorkspaceModes(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "workspaces", "ws")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755) // as OpenWorkspace made them before
+	os.Chmod(filepath.Join(base, "workspaces"), 0o755)
+	os.Chmod(base, 0o755)
+	ws, err := OpenWorkspace(dir, os.Getuid(), os.Getgid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	wantMode(t, dir, 0o711)
+	fresh, err := OpenWorkspace(filepath.Join(base, "workspaces", "fresh"), os.Getuid(), os.Getgid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	wantMode(t, fresh.Dir(), 0o711)
+
+	if err := PrivateDirs(base, filepath.Join(base, "workspaces"), filepath.Join(base, "new", "dir")); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{base, filepath.Join(base, "workspaces"), filepath.Join(base, "new", "dir")} {
+		wantMode(t, d, 0o700)
+	}
+}
+
+func wantMode(t *testing.T, path string, want os.FileMode) {
+	t.Helper()
+	info, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky); got != want {
+		t.Errorf("%s: mode %v; want %v", path, got, want)
+	}
+}
+
+// TestNoSetIDOnServerWrites: a file the server copies or writes never
+// carries a setuid or setgid bit, whatever the source or the file it
+// replaces had (the server writes as root, which keeps them).
+func TestNoSetIDOnServerWrites(t *testing.T) {
+	ws, _ := newWorkspace(t)
+	sh, err := os.ReadFile("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plant := func(name string, mode os.FileMode) {
+		t.Helper()
+		path := filepath.Join(ws.Dir(), name)
+		if err := os.WriteFile(path, sh, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plant("suid-sh", 0o755|os.ModeSetuid)
+	for name, mode := range map[string]os.FileMode{
+		"setuid-exec":   0o755 | os.ModeSetuid,
+		"setgid-exec":   0o755 | os.ModeSetgid,
+		"setgid-noexec": 0o644 | os.ModeSetgid, // chown keeps this one
+		"both":          0o755 | os.ModeSetuid | os.ModeSetgid,
+	} {
+		plant(name, mode)
+		if _, _, _, err := ws.Copy("suid-sh", name, 1<<30); err != nil {
+			t.Fatalf("copy onto %s: %v", name, err)
+		}
+		wantNoSetID(t, filepath.Join(ws.Dir(), name), "copy onto "+name)
+		plant(name, mode)
+		if _, err := ws.WriteFile(name, sh, false); err != nil {
+			t.Fatalf("write onto %s: %v", name, err)
+		}
+		wantNoSetID(t, filepath.Join(ws.Dir(), name), "write onto "+name)
+		plant(name, mode)
+		if _, err := ws.WriteFile(name, []byte("more"), true); err != nil {
+			t.Fatalf("append to %s: %v", name, err)
+		}
+		wantNoSetID(t, filepath.Join(ws.Dir(), name), "append to "+name)
+	}
+	if _, _, _, err := ws.Copy("suid-sh", "new-copy", 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	wantNoSetID(t, filepath.Join(ws.Dir(), "new-copy"), "a new copy of a setuid file")
+}
+
+func wantNoSetID(t *testing.T, path, what string) {
+	t.Helper()
+	info, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := info.Mode(); m&(os.ModeSetuid|os.ModeSetgid) != 0 {
+		t.Errorf("%s: mode %v keeps a setuid/setgid bit", what, m)
+	}
+}

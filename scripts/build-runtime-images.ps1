@@ -9,6 +9,12 @@ param(
 $ErrorActionPreference = "Stop"
 $root = Split-Path -Parent $PSScriptRoot
 
+# The sandbox uid:gid, from the line `const UID, GID = 71000, 71000` of sandbox/uid.go.
+$ids = Select-String -Path (Join-Path $root "sandbox\uid.go") -Pattern '^const UID, GID = (\d+), (\d+)$'
+if (-not $ids) { throw "cannot read 'const UID, GID = <uid>, <gid>' from sandbox\uid.go" }
+$uid = $ids.Matches[0].Groups[1].Value
+$gid = $ids.Matches[0].Groups[2].Value
+
 docker info *> $null
 if ($LASTEXITCODE -ne 0) { throw "the Docker engine does not answer: start Docker Desktop first" }
 
@@ -16,7 +22,7 @@ foreach ($lang in $Languages) {
     $dir = Join-Path $root "images\$lang"
     if (-not (Test-Path (Join-Path $dir "Dockerfile"))) { throw "no images\$lang\Dockerfile (known: python, javascript, go, csharp)" }
     Write-Host "==> building codebeaker-${lang}:latest FROM $BaseImage ..."
-    docker build --build-arg "BASE_IMAGE=$BaseImage" -t "codebeaker-${lang}:latest" $dir
+    docker build --build-arg "BASE_IMAGE=$BaseImage" --build-arg "SANDBOX_UID=$uid" --build-arg "SANDBOX_GID=$gid" -t "codebeaker-${lang}:latest" $dir
     if ($LASTEXITCODE -ne 0) { throw "building codebeaker-${lang}:latest failed" }
 }
 Write-Host "==> images ready:"

@@ -7,8 +7,9 @@
 #   LANG...                 build only these languages (default: all)
 #   CODEBEAKER_BASE_IMAGE   base of the language images (default codebeaker-base:bookworm); set it to
 #                           e.g. debian:bookworm-slim where a registry is reachable to skip debootstrap
+# The images' sandbox user gets the uid:gid of sandbox/uid.go (the server's one definition of it).
 # An image is up to date when an image labelled with the same content hash exists: the hash covers
-# the files in images/<lang>/ and the id of the base image.
+# the files in images/<lang>/, the id of the base image and the sandbox uid:gid.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -33,6 +34,11 @@ for arg in "$@"; do
 done
 [ ${#langs[@]} -gt 0 ] || langs=("${ALL_LANGS[@]}")
 
+# The sandbox uid:gid, from the line `const UID, GID = 71000, 71000` of sandbox/uid.go.
+sandbox_ids=$(sed -n 's/^const UID, GID = \([0-9][0-9]*\), \([0-9][0-9]*\)$/\1 \2/p' "$CODEBEAKER_ROOT/sandbox/uid.go")
+read -r SANDBOX_UID SANDBOX_GID <<<"$sandbox_ids" || true
+[ -n "${SANDBOX_GID:-}" ] || die "cannot read 'const UID, GID = <uid>, <gid>' from sandbox/uid.go"
+
 started=$SECONDS
 ensure_docker
 
@@ -48,11 +54,13 @@ fi
 base_id=$(image_id "$BASE_IMAGE")
 [ -n "$base_id" ] || die "base image $BASE_IMAGE not found"
 
-# content_hash DIR: sha256 of every file under DIR (names and contents) plus the base image id.
+# content_hash DIR: sha256 of every file under DIR (names and contents), the base image id and the
+# sandbox uid:gid.
 content_hash() {
 	{
 		(cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
 		echo "base $base_id"
+		echo "sandbox $SANDBOX_UID:$SANDBOX_GID"
 	} | sha256sum | cut -d' ' -f1
 }
 
@@ -77,6 +85,7 @@ for lang in "${langs[@]}"; do
 	# --force-rm: a failed step leaves no stopped container behind (the classic builder's default does).
 	docker build --force-rm \
 		--build-arg "BASE_IMAGE=$BASE_IMAGE" \
+		--build-arg "SANDBOX_UID=$SANDBOX_UID" --build-arg "SANDBOX_GID=$SANDBOX_GID" \
 		--label "$HASH_LABEL=$hash" \
 		-t "$image" "$dir"
 	# Drop the image this one replaces, unless something still uses it.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -32,6 +33,7 @@ type serveCommand struct {
 	maxConnections  int
 	shutdownTimeout time.Duration
 	reconcileEvery  time.Duration
+	allowedImages   string
 	limits          rpc.Limits
 }
 
@@ -49,6 +51,7 @@ func (c *serveCommand) flags() *flag.FlagSet {
 	fs.IntVar(&c.maxConnections, "max-connections", 256, "WebSocket connections open at once")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running commands may finish after a shutdown signal")
 	fs.DurationVar(&c.reconcileEvery, "reconcile-interval", 10*time.Second, "how often sandboxes are matched against the open sessions")
+	fs.StringVar(&c.allowedImages, "allowed-images", "", "comma-separated `patterns` (path.Match, on an image's name with or without its tag) of images dockerImage may name besides the CodeBeaker runtime images")
 	fs.IntVar(&l.MaxSessions, "max-sessions", l.MaxSessions, "open sessions allowed at once")
 	fs.IntVar(&l.MaxQueuedCommands, "max-queued-commands", l.MaxQueuedCommands, "commands that may wait in one session")
 	fs.DurationVar(&l.DefaultTimeout, "default-timeout", l.DefaultTimeout, "timeout of execute_shell and execute_code without timeoutMs")
@@ -87,12 +90,18 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := sandbox.CheckHostIDs(); err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
 
 	dockerRuntime, err := docker.New(rpc.Instance(c.dataDir))
 	if err != nil {
 		return err
 	}
 	defer dockerRuntime.Close()
+	if err := dockerRuntime.AllowImages(splitList(c.allowedImages)); err != nil {
+		return fmt.Errorf("--allowed-images: %w", err)
+	}
 	if err := dockerRuntime.Ping(ctx); err != nil {
 		logger.Warn().Err(err).Msg("docker engine not reachable: Docker sessions fail until it is")
 	}
@@ -165,4 +174,15 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 func isTerminal(f *os.File) bool {
 	info, err := f.Stat()
 	return err == nil && info.Mode()&os.ModeCharDevice != 0
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var items []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	return items
 }

@@ -27,10 +27,6 @@ const (
 	DefaultDenoPath = InstallDir + "/bin/deno"
 )
 
-// SandboxUID and SandboxGID run every command, as in Docker sessions; the
-// service gives workspaces to them.
-const SandboxUID, SandboxGID = 1000, 1000
-
 // killGrace is how long output may keep flowing after a kill before the
 // pipes are cut.
 const killGrace = 5 * time.Second
@@ -201,7 +197,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 		return nil, fmt.Errorf("deno: make the session's Deno cache: %w", err)
 	}
 	if privileged() {
-		if err := os.Lchown(s.cache, SandboxUID, SandboxGID); err != nil {
+		if err := os.Lchown(s.cache, sandbox.UID, sandbox.GID); err != nil {
 			os.RemoveAll(s.cache)
 			return nil, fmt.Errorf("deno: give the Deno cache to the sandbox user: %w", err)
 		}
@@ -545,8 +541,8 @@ func (s *Sandbox) jailArgs(p sandbox.Process, dir string, argv []string) []strin
 	}
 	if privileged() {
 		// bwrap runs as root and makes no user namespace: the sandbox user
-		// is the host's uid 1000, so files it makes are the host's uid
-		// 1000's, as in Docker sessions. setpriv in the jail drops to it;
+		// is the host's sandbox.UID, so files it makes are that uid's, as
+		// in Docker sessions. setpriv in the jail drops to it;
 		// it needs these three capabilities, which it drops with the rest.
 		a = append(a, "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP")
 	} else {
@@ -602,7 +598,7 @@ func (s *Sandbox) jailArgs(p sandbox.Process, dir string, argv []string) []strin
 	a = append(a, "--tmpfs", "/tmp", "--chdir", dir)
 	if privileged() {
 		a = append(a, jailSetpriv,
-			"--reuid="+strconv.Itoa(SandboxUID), "--regid="+strconv.Itoa(SandboxGID), "--clear-groups",
+			"--reuid="+strconv.Itoa(sandbox.UID), "--regid="+strconv.Itoa(sandbox.GID), "--clear-groups",
 			"--bounding-set=-all", "--inh-caps=-all", "--no-new-privs", "--")
 	}
 	return append(a, argv...)

@@ -13,6 +13,7 @@ import (
 	osexec "os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -62,7 +63,7 @@ func testSpec(t testing.TB) sandbox.Spec {
 // as the service makes it), removed when the test ends.
 func newSandbox(t testing.TB, r *Runtime, tweak func(*sandbox.Spec)) (*Sandbox, *sandbox.Workspace) {
 	t.Helper()
-	ws, err := sandbox.OpenWorkspace(filepath.Join(t.TempDir(), "workspace"), SandboxUID, SandboxGID)
+	ws, err := sandbox.OpenWorkspace(filepath.Join(t.TempDir(), "workspace"), sandbox.UID, sandbox.GID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,7 +501,7 @@ func TestDenoNetworkGuard(t *testing.T) {
 	}
 }
 
-// TestDenoUser checks who the program is: uid 1000, no capabilities,
+// TestDenoUser checks who the program is: sandbox.UID, no capabilities,
 // no_new_privs (read from /proc, which needs -A: the test-only runtime).
 func TestDenoUser(t *testing.T) {
 	r := newRuntime(t, Options{})
@@ -513,7 +514,8 @@ for (const key of ["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd
   console.log(line.split(/\s+/).join(" ").trim());
 }
 Deno.writeTextFileSync("made-by-code.txt", "x");`)
-	want := "Uid: 1000 1000 1000 1000\nGid: 1000 1000 1000 1000\nGroups:\nCapInh: 0000000000000000\nCapPrm: 0000000000000000\n" +
+	ids := func(id int) string { return strings.Repeat(" "+strconv.Itoa(id), 4) }
+	want := "Uid:" + ids(sandbox.UID) + "\nGid:" + ids(sandbox.GID) + "\nGroups:\nCapInh: 0000000000000000\nCapPrm: 0000000000000000\n" +
 		"CapEff: 0000000000000000\nCapBnd: 0000000000000000\nCapAmb: 0000000000000000\nNoNewPrivs: 1\n"
 	if got != want {
 		t.Errorf("the program's credentials:\n%s\nwant:\n%s", got, want)
@@ -834,7 +836,7 @@ func TestDenoHealthAndMissingTools(t *testing.T) {
 // process that never closed its sandbox.
 func TestDenoRecreate(t *testing.T) {
 	r := newRuntime(t, Options{})
-	ws, err := sandbox.OpenWorkspace(filepath.Join(t.TempDir(), "workspace"), SandboxUID, SandboxGID)
+	ws, err := sandbox.OpenWorkspace(filepath.Join(t.TempDir(), "workspace"), sandbox.UID, sandbox.GID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -980,7 +982,7 @@ for (const e of Deno.readDirSync("/proc")) {
   let status = "";
   try { status = Deno.readTextFileSync("/proc/" + e.name + "/status"); } catch { continue; }
   const field = (k: string) => (status.split("\n").find((l) => l.startsWith(k + ":")) ?? "").split(/\s+/)[1];
-  if (field("Uid") !== "1000" || field("State") === "Z") continue;
+  if (field("Uid") !== "` + strconv.Itoa(sandbox.UID) + `" || field("State") === "Z") continue;
   writeAll(Deno.stdout, enc.encode(e.name + " " + field("Name") + "\n"));
 }`,
 	sandboxtest.Flood: `

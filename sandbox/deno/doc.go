@@ -28,12 +28,12 @@
 //
 // When the server runs as root (the normal case), bwrap builds the jail as
 // root without a user namespace, and setpriv, bound into the jail, drops to
-// uid:gid 1000:1000 with no supplementary groups, no capabilities (empty
-// bounding, inheritable and ambient sets) and no_new_privs before it execs
-// deno. The program is then the host's uid 1000, like the user of Docker
-// sessions: files it makes in the workspace are uid 1000's, which the
-// server (root) reads and writes, and the service gives the files it makes
-// to uid 1000, so later commands can change them. bwrap is not run
+// sandbox.UID:GID (an id no host account has) with no supplementary groups,
+// no capabilities (empty bounding, inheritable and ambient sets) and
+// no_new_privs before it execs deno. The program is then that uid, like
+// the user of Docker sessions: files it makes in the workspace are its,
+// which the server (root) reads and writes, and the service gives the files
+// it makes to it, so later commands can change them. bwrap is not run
 // unprivileged in a user namespace here because it resolves bind sources
 // as the calling user: an unprivileged bwrap cannot reach a workspace under
 // a data dir that is private to root (mode 0700, as the event log makes

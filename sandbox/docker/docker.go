@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
@@ -32,10 +35,7 @@ const (
 )
 
 // SandboxUser runs every command; the runtime images create it.
-const SandboxUser = "1000:1000"
-
-// SandboxUID and SandboxGID own the workspace folders bound into containers.
-const SandboxUID, SandboxGID = 1000, 1000
+var SandboxUser = strconv.Itoa(sandbox.UID) + ":" + strconv.Itoa(sandbox.GID)
 
 // apiTimeout bounds every Docker API call that is not waiting for a
 // command: a hung engine must not hang a session forever.
@@ -49,6 +49,9 @@ const killGrace = 5 * time.Second
 type Runtime struct {
 	api      *client.Client
 	instance string // LabelInstance of the containers it makes and owns
+
+	mu      sync.Mutex
+	allowed []string // AllowImages patterns
 }
 
 // New connects to the engine named by the environment (DOCKER_HOST, or the
@@ -86,24 +89,91 @@ func (r *Runtime) ImageExists(ctx context.Context, image string) (bool, error) {
 	return err == nil, err
 }
 
+// AllowImages sets the patterns of the images, besides the runtime images,
+// that sessions may use (--allowed-images). A pattern is matched with
+// path.Match against each name the image has on the host, with and
+// without its tag: "myorg/*" allows every tag of every myorg image,
+// "myorg/tool:1.*" some tags of one.
+func (r *Runtime) AllowImages(patterns []string) error {
+	for _, p := range patterns {
+		if _, err := path.Match(p, ""); err != nil {
+			return fmt.Errorf("image pattern %q: %w", p, err)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.allowed = slices.Clone(patterns)
+	return nil
+}
+
+// checkImage refuses an image sessions may not run on: a runtime image
+// (LabelLanguage) built for another sandbox uid, or an image that is no
+// runtime image and that no AllowImages pattern names. Any image on the
+// host could otherwise be run and read, other applications' images and
+// the secrets built into them.
+func (r *Runtime) checkImage(name string, info image.InspectResponse) error {
+	var labels map[string]string
+	if info.Config != nil {
+		labels = info.Config.Labels
+	}
+	rebuild := "rebuild it with scripts/build-runtime-images.sh"
+	switch uid := labels[sandbox.LabelSandboxUID]; {
+	case uid != "" && uid != strconv.Itoa(sandbox.UID):
+		return fmt.Errorf("%w: image %q was built for sandbox uid %s, but this server runs programs as uid %d: %s",
+			sandbox.ErrImageNotAllowed, name, uid, sandbox.UID, rebuild)
+	case labels[sandbox.LabelLanguage] != "" && uid == "":
+		return fmt.Errorf("%w: image %q is a CodeBeaker runtime image built before its sandbox uid was labelled: %s",
+			sandbox.ErrImageNotAllowed, name, rebuild)
+	case labels[sandbox.LabelLanguage] != "":
+		return nil
+	}
+	r.mu.Lock()
+	patterns := r.allowed
+	r.mu.Unlock()
+	for _, tagged := range info.RepoTags {
+		repo := tagged
+		if i := strings.LastIndexByte(repo, ':'); i > strings.LastIndexByte(repo, '/') {
+			repo = repo[:i]
+		}
+		for _, p := range patterns {
+			if ok, _ := path.Match(p, tagged); ok {
+				return nil
+			}
+			if ok, _ := path.Match(p, repo); ok {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%w: image %q is not a CodeBeaker runtime image (no %s label) and matches no --allowed-images pattern",
+		sandbox.ErrImageNotAllowed, name, sandbox.LabelLanguage)
+}
+
 // Create makes and starts the container of one session.
 func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	if ok, err := r.ImageExists(ctx, spec.Image); err != nil {
-		return nil, unavailable("look up the image", err)
-	} else if !ok {
+	info, err := r.api.ImageInspect(ctx, spec.Image)
+	if errdefs.IsNotFound(err) {
 		return nil, fmt.Errorf("%w: image %q is not on this host (build it with scripts/build-runtime-images.sh, or docker build/load it)", sandbox.ErrImageNotFound, spec.Image)
+	} else if err != nil {
+		return nil, unavailable("look up the image", err)
+	}
+	if err := r.checkImage(spec.Image, info); err != nil {
+		return nil, err
 	}
 	mem := int64(spec.MemoryLimitMB) << 20
 	pids := int64(spec.PidsLimit)
 	initProcess := true
 	cfg := &container.Config{
-		Image:      spec.Image,
-		Cmd:        []string{"sleep", "infinity"},
-		User:       "0:0", // the placeholder only; see the package comment
-		WorkingDir: sandbox.WorkspaceDir,
-		Labels:     map[string]string{LabelSession: spec.SessionID, LabelManaged: "true", LabelInstance: r.instance},
+		// By id: the name may be retagged between the check and here.
+		Image: info.ID,
+		// The placeholder as the entrypoint: an image's own ENTRYPOINT and
+		// CMD never run, nor its HEALTHCHECK.
+		Entrypoint:  []string{"sleep", "infinity"},
+		Healthcheck: &container.HealthConfig{Test: []string{"NONE"}},
+		User:        "0:0", // the placeholder only; see the package comment
+		WorkingDir:  sandbox.WorkspaceDir,
+		Labels:      map[string]string{LabelSession: spec.SessionID, LabelManaged: "true", LabelInstance: r.instance},
 	}
 	host := &container.HostConfig{
 		NetworkMode: "none",

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -138,7 +139,7 @@ func testSpec(t *testing.T, r *Runtime) (sandbox.Spec, *sandbox.Workspace) {
 		t.Fatalf("image %s is missing (err %v): run scripts/build-runtime-images.sh", lang.Image, err)
 	}
 	dir := filepath.Join(t.TempDir(), "workspace")
-	ws, err := sandbox.OpenWorkspace(dir, SandboxUID, SandboxGID)
+	ws, err := sandbox.OpenWorkspace(dir, sandbox.UID, sandbox.GID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,8 +293,8 @@ func TestIsolation(t *testing.T) {
 		}
 	}
 	for k, want := range map[string]string{
-		"Uid":        "1000 1000 1000 1000",
-		"Gid":        "1000 1000 1000 1000",
+		"Uid":        strings.Repeat(strconv.Itoa(sandbox.UID)+" ", 3) + strconv.Itoa(sandbox.UID),
+		"Gid":        strings.Repeat(strconv.Itoa(sandbox.GID)+" ", 3) + strconv.Itoa(sandbox.GID),
 		"CapInh":     "0000000000000000",
 		"CapPrm":     "0000000000000000",
 		"CapEff":     "0000000000000000",
