@@ -131,8 +131,8 @@ func compactEnvelope(value []byte) ([]byte, bool, error) {
 	if err := json.Unmarshal(value, &e); err != nil {
 		return nil, false, fmt.Errorf("unreadable: %w", err)
 	}
-	if e.Version != migrations.PayloadVersion {
-		// Only the payload versions this binary writes are known to keep
+	if e.Version > migrations.PayloadVersion {
+		// Only the payload versions this binary knows are known to keep
 		// their output in stdout and stderr.
 		return nil, false, nil
 	}

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -25,7 +27,7 @@ var (
 )
 
 // PayloadVersion is the schema version of event payloads written now.
-const PayloadVersion = 1
+const PayloadVersion = 2
 
 // ErrNewerLayout is returned for a data file written by a newer CodeBeaker.
 var ErrNewerLayout = errors.New("migrations: data file layout is newer than this binary knows")
@@ -188,9 +190,51 @@ type Upcaster struct {
 	Apply func(data json.RawMessage) (json.RawMessage, error)
 }
 
-// Upcasters lists every payload upgrade step. There are none yet: version 1
-// is the first released payload schema.
-var Upcasters []Upcaster
+// Upcasters lists every payload upgrade step.
+var Upcasters = []Upcaster{
+	{Type: chain.OutputType, From: 1, Apply: flagLossyOutput},
+}
+
+// OutputLossy is the encoding member ("stdoutEncoding", "stderrEncoding")
+// that Upcast gives version-1 output holding U+FFFD: that writer put U+FFFD
+// for every byte that was not UTF-8, so such text may not be the bytes the
+// program wrote (or it printed U+FFFD itself: the log cannot tell).
+const OutputLossy = "utf8-lossy"
+
+// flagLossyOutput is CommandCompleted from version 1 to 2. Version 2 holds
+// output that is not UTF-8 as base64 under an encoding member. That changes
+// what "stdout" and "stderr" mean, not only adds members (which the rules
+// allow within a version): a reader of version 1 would take the base64 for
+// the output. Hence a new version, which such a reader refuses, and this
+// step, which marks the version-1 text that may have lost bytes, so that
+// every reader of the current shape knows whether the text is the bytes.
+// The text itself stays as stored: the lost bytes cannot be recovered.
+func flagLossyOutput(data json.RawMessage) (json.RawMessage, error) {
+	var out struct {
+		Stdout string `json:"stdout"`
+		Stderr string `json:"stderr"`
+	}
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, err
+	}
+	for _, o := range []struct{ text, encoding string }{{out.Stdout, "stdoutEncoding"}, {out.Stderr, "stderrEncoding"}} {
+		if strings.ContainsRune(o.text, utf8.RuneError) {
+			data = appendMember(data, o.encoding, `"`+OutputLossy+`"`)
+		}
+	}
+	return data, nil
+}
+
+// appendMember adds a member to the end of a JSON object that unmarshalled.
+func appendMember(object json.RawMessage, name, value string) json.RawMessage {
+	object = bytes.TrimRight(object, " \t\r\n")
+	body := bytes.TrimSpace(object[1 : len(object)-1])
+	out := append([]byte(nil), object[:len(object)-1]...)
+	if len(body) > 0 {
+		out = append(out, ',')
+	}
+	return append(append(out, `"`+name+`":`+value...), '}')
+}
 
 // Upcast returns the payload of an event of type typ stored at version in
 // the current shape.
