@@ -60,10 +60,6 @@ type Record struct {
 	Data      any // marshalled to JSON; one of the payload types below
 }
 
-// CurrentVersion is the payload schema version written for new events.
-// Older versions are turned into the current shape by migrations.Upcast.
-const CurrentVersion = migrations.PayloadVersion
-
 // Close reasons recorded in SessionClosing and SessionClosed.
 const (
 	ReasonClient        = "client"

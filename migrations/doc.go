@@ -1,5 +1,8 @@
 // Package migrations owns the versions of CodeBeaker's data file: the bbolt
-// bucket layout and the schema of event payloads.
+// bucket layout and the schema of event payloads. It is the one home of the
+// file's schema: the bucket names, the head record, the stored envelope
+// (StoredEvent), the layout checks (KnownVersion, CheckReadable) and the
+// payload version; package eventlog reads and writes the file through them.
 //
 // The layout version lives in the "meta" bucket. Run applies, in one
 // transaction, every migration above the file's version, in order; a file

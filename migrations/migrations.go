@@ -26,8 +26,19 @@ var (
 	keyHead   = []byte("head")
 )
 
-// PayloadVersion is the schema version of event payloads written now.
+// PayloadVersion is the schema version of event payloads written now; older
+// ones are turned into the current shape by Upcast.
 const PayloadVersion = 2
+
+// ChainLayout is the first layout whose events are chained by hashes.
+const ChainLayout = 2
+
+// StoredEvent is an event as the events bucket holds it, from layout 2 on:
+// the envelope the chain covers and its hash (eventlog/doc.go).
+type StoredEvent struct {
+	chain.Event
+	Hash string `json:"hash,omitempty"`
+}
 
 // ErrNewerLayout is returned for a data file written by a newer CodeBeaker.
 var ErrNewerLayout = errors.New("migrations: data file layout is newer than this binary knows")
@@ -50,7 +61,7 @@ var All = []Migration{
 		}
 		return nil
 	}},
-	{2, "chain every event to the one before by a SHA-256 hash, and record the head of the chain", chainEvents},
+	{ChainLayout, "chain every event to the one before by a SHA-256 hash, and record the head of the chain", chainEvents},
 }
 
 // chainEvents is layout 2: every stored envelope gets its "hash", computed
@@ -72,7 +83,7 @@ func chainEvents(tx *bolt.Tx) error {
 			return fmt.Errorf("event %d follows event %d: the file is damaged (a gap in the sequence); it is left as it was", seq, last)
 		}
 		last++
-		var e storedEvent
+		var e StoredEvent
 		if err := json.Unmarshal(v, &e); err != nil {
 			return fmt.Errorf("event %d is unreadable: %w", last, err)
 		}
@@ -100,12 +111,6 @@ func chainEvents(tx *bolt.Tx) error {
 		return fmt.Errorf("the events bucket's sequence is %d but the last event is %d: the file is damaged; it is left as it was", seq, last)
 	}
 	return PutHead(tx, last, prev)
-}
-
-// storedEvent is a stored envelope from layout 2 on.
-type storedEvent struct {
-	chain.Event
-	Hash string `json:"hash,omitempty"`
 }
 
 // PutHead records the seq and hash of the newest event in meta (layout 2):
@@ -152,11 +157,32 @@ func Version(tx *bolt.Tx) int {
 	return int(binary.BigEndian.Uint64(v))
 }
 
+// KnownVersion reads the layout version of the file, as Version, and
+// refuses one newer than this binary knows with an error wrapping
+// ErrNewerLayout.
+func KnownVersion(tx *bolt.Tx) (int, error) {
+	v := Version(tx)
+	if v > LayoutVersion() {
+		return v, fmt.Errorf("%w (file has layout %d, this binary knows up to %d): upgrade codebeaker", ErrNewerLayout, v, LayoutVersion())
+	}
+	return v, nil
+}
+
+// CheckReadable refuses a file that this binary cannot read as it is,
+// without migrating it: one of a newer layout, or no CodeBeaker data file.
+// Layouts 1 and 2 have the same buckets, so either is read as it is.
+func CheckReadable(tx *bolt.Tx) error {
+	v, err := KnownVersion(tx)
+	if err == nil && v == 0 {
+		err = errors.New("not a CodeBeaker data file (no layout version)")
+	}
+	return err
+}
+
 // Run brings the file in tx to LayoutVersion. It returns the version found.
 func Run(tx *bolt.Tx) (from int, err error) {
-	from = Version(tx)
-	if from > LayoutVersion() {
-		return from, fmt.Errorf("%w (file has layout %d, this binary knows up to %d): upgrade codebeaker", ErrNewerLayout, from, LayoutVersion())
+	if from, err = KnownVersion(tx); err != nil {
+		return from, err
 	}
 	for _, m := range All {
 		if m.Version <= from {

@@ -1,12 +1,10 @@
 package migrations_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -20,22 +18,16 @@ import (
 
 const payload1File = "../testdata/payload1.jsonl"
 
-// storedEnvelope is a line of payload1.jsonl: an envelope as stored.
-type storedEnvelope struct {
-	chain.Event
-	Hash string `json:"hash"`
-}
-
 // TestPayload1File reads the events a server of payload version 1 stored
 // for programs that printed bytes that are not UTF-8 (testdata/README.md):
 // their chain verifies, Upcast flags the output that may have lost bytes,
 // and retention still compacts them.
 func TestPayload1File(t *testing.T) {
-	lines := readLines(t, payload1File)
+	lines := bytes.Split(bytes.TrimSuffix(readFile(t, payload1File), []byte("\n")), []byte("\n"))
 	prev := chain.Zero
 	lossy := map[uint64][]string{} // seq -> the encoding members Upcast adds
 	for _, line := range lines {
-		var e storedEnvelope
+		var e migrations.StoredEvent
 		if err := json.Unmarshal(line, &e); err != nil {
 			t.Fatal(err)
 		}
@@ -65,8 +57,9 @@ func TestPayload1File(t *testing.T) {
 				lossy[e.Seq] = append(lossy[e.Seq], o)
 			}
 		}
-		if !jsonEqual(t, mustJSON(t, stored), data) {
-			t.Errorf("upcast event %d:\n got %s\nwant %s", e.Seq, data, mustJSON(t, stored))
+		want, _ := json.Marshal(stored) // decoded JSON always encodes
+		if !jsonEqual(t, want, data) {
+			t.Errorf("upcast event %d:\n got %s\nwant %s", e.Seq, data, want)
 		}
 	}
 	// The generator's three commands: two printed bytes that are not UTF-8
@@ -87,7 +80,7 @@ func TestPayload1File(t *testing.T) {
 		events, index := tx.Bucket(migrations.BucketEvents), tx.Bucket(migrations.BucketSessionEvents)
 		var seq uint64
 		for _, line := range lines {
-			var e storedEnvelope
+			var e migrations.StoredEvent
 			json.Unmarshal(line, &e)
 			seq, _ = events.NextSequence()
 			put(t, events, seqKey(seq), line)
@@ -130,31 +123,4 @@ func TestPayload1File(t *testing.T) {
 	if _, err := eventlog.Verify(ctx, path, eventlog.VerifyOptions{}); err != nil {
 		t.Errorf("Verify after compaction: %v", err)
 	}
-}
-
-func readLines(t *testing.T, path string) [][]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out [][]byte
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		out = append(out, bytes.Clone(sc.Bytes()))
-	}
-	if err := sc.Err(); err != nil || len(out) == 0 {
-		t.Fatalf("%s: %d lines, %v", path, len(out), err)
-	}
-	return out
-}
-
-func mustJSON(t *testing.T, v any) []byte {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/codebeaker/codebeaker/eventlog"
+	"github.com/codebeaker/codebeaker/migrations"
 	"github.com/codebeaker/codebeaker/rpc"
 )
 
@@ -72,7 +73,7 @@ func TestHistoryOfSession(t *testing.T) {
 		if got := keys(t, members.Events[i]); !reflect.DeepEqual(got, []string{"data", "hash", "id", "seq", "sessionId", "time", "type", "v"}) {
 			t.Errorf("event members %v", got)
 		}
-		if e.SessionID != sid || e.V != eventlog.CurrentVersion || len(e.ID) != 26 || e.Time.IsZero() || !hexHash.MatchString(e.Hash) {
+		if e.SessionID != sid || e.V != migrations.PayloadVersion || len(e.ID) != 26 || e.Time.IsZero() || !hexHash.MatchString(e.Hash) {
 			t.Errorf("event %d: %+v", i, e)
 		}
 		if i > 0 && (e.Seq <= h.Events[i-1].Seq || e.ID <= h.Events[i-1].ID) {
