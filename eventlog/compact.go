@@ -127,12 +127,12 @@ func (l *Log) CompactOutput(ctx context.Context, before time.Time) (Compacted, e
 // output replaced by digests, and checks that its canonical form, and so its
 // hash, did not change.
 func compactEnvelope(value []byte) ([]byte, bool, error) {
-	var e storedEnvelope
+	var e migrations.StoredEvent
 	if err := json.Unmarshal(value, &e); err != nil {
 		return nil, false, fmt.Errorf("unreadable: %w", err)
 	}
-	if e.Version != migrations.PayloadVersion {
-		// Only the payload versions this binary writes are known to keep
+	if e.Version > migrations.PayloadVersion {
+		// Only the payload versions this binary knows are known to keep
 		// their output in stdout and stderr.
 		return nil, false, nil
 	}

@@ -2,12 +2,14 @@ package eventlog_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/eventlog/chain"
@@ -102,6 +104,15 @@ func TestCompactOutput(t *testing.T) {
 	command("closed", "c1", strings.Repeat("old output\n", 100), "<old> & warnings")
 	command("closed", "c2", "", "")
 	command("closed", "c3", "", "only stderr")
+	printed := "\xff\xfe ok\x80" // not UTF-8: stored as base64
+	exit := 0
+	appendOne(t, l, rec("closed", eventlog.CommandStarted, eventlog.CommandStartedData{CommandID: "c4", Type: "execute_shell"}))
+	c4 := eventlog.CommandCompletedData{CommandID: "c4", Type: "execute_shell", Success: true, ExitCode: &exit, StdoutBytes: int64(len(printed)), StderrBytes: 4}
+	c4.SetOutput([]byte(printed), []byte("café"), 1<<10)
+	if c4.StdoutEncoding != eventlog.OutputBase64 || c4.StderrEncoding != "" {
+		t.Fatalf("SetOutput: %+v", c4)
+	}
+	appendOne(t, l, rec("closed", eventlog.CommandCompleted, c4))
 	command("open", "o1", "open output", "")
 	time.Sleep(2 * time.Millisecond)
 	cutoff := time.Now()
@@ -121,8 +132,8 @@ func TestCompactOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Events != 2 || res.Sessions != 1 || res.Bytes <= 0 {
-		t.Errorf("CompactOutput = %+v, want 2 events of 1 session, some bytes saved", res)
+	if res.Events != 3 || res.Sessions != 1 || res.Bytes <= 0 {
+		t.Errorf("CompactOutput = %+v, want 3 events of 1 session, some bytes saved", res)
 	}
 	after := scanAll(t, l)
 	if len(after) != len(before) {
@@ -148,8 +159,10 @@ func TestCompactOutput(t *testing.T) {
 			if d.Stdout != "" || d.Stderr != "" {
 				t.Errorf("compacted event %d still holds output: %+v", e.Seq, d)
 			}
-			if (was.Stdout != "" && d.StdoutSha256 != chain.Digest(was.Stdout)) || (was.Stderr != "" && d.StderrSha256 != chain.Digest(was.Stderr)) {
-				t.Errorf("event %d's digests %s %s are not of its output %q %q", e.Seq, d.StdoutSha256, d.StderrSha256, was.Stdout, was.Stderr)
+			// The digests are of the bytes the program wrote.
+			stdout, stderr := outputBytes(t, was.Stdout, was.StdoutEncoding), outputBytes(t, was.Stderr, was.StderrEncoding)
+			if (stdout != "" && d.StdoutSha256 != chain.Digest(stdout)) || (stderr != "" && d.StderrSha256 != chain.Digest(stderr)) {
+				t.Errorf("event %d's digests %s %s are not of its output %q %q", e.Seq, d.StdoutSha256, d.StderrSha256, stdout, stderr)
 			}
 			// Everything else stays.
 			d.StdoutSha256, d.StderrSha256, d.OutputCompacted, d.Stdout, d.Stderr = "", "", false, was.Stdout, was.Stderr
@@ -158,8 +171,11 @@ func TestCompactOutput(t *testing.T) {
 			t.Errorf("event %d: %+v, before compaction %+v", e.Seq, d, was)
 		}
 	}
-	if _, ok := compacted["c1"]; !ok || len(compacted) != 2 || compacted["c3"].StdoutSha256 != "" || compacted["c3"].StderrSha256 == "" {
-		t.Errorf("compacted commands %v, want c1 and c3 (stderr only)", compacted)
+	if _, ok := compacted["c1"]; !ok || len(compacted) != 3 || compacted["c3"].StdoutSha256 != "" || compacted["c3"].StderrSha256 == "" {
+		t.Errorf("compacted commands %v, want c1, c3 (stderr only) and c4", compacted)
+	}
+	if d := compacted["c4"]; d.StdoutSha256 != chain.Digest(printed) || d.StdoutEncoding != eventlog.OutputBase64 {
+		t.Errorf("compacted c4 %+v, want the digest of the bytes printed, still marked base64", d)
 	}
 	if seq, h, _ := l.Head(); seq != headSeq || h != head {
 		t.Errorf("the head moved in compaction")
@@ -175,5 +191,52 @@ func TestCompactOutput(t *testing.T) {
 	rebuilt, err := projection.Rebuild(l)
 	if err != nil || !reflect.DeepEqual(rebuilt.List(), live.List()) {
 		t.Errorf("projection after compaction differs: %v", err)
+	}
+}
+
+// outputBytes returns the bytes an output member holds.
+func outputBytes(t *testing.T, text, encoding string) string {
+	t.Helper()
+	if encoding != eventlog.OutputBase64 {
+		return text
+	}
+	b, err := base64.StdEncoding.DecodeString(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// Cut keeps whole UTF-8 characters, and bytes where there are none.
+func TestCut(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"abc", 3, "abc"},
+		{"abcd", 3, "abc"},
+		{"aé", 2, "a"}, // é is 2 bytes: not split
+		{"aé", 3, "aé"},
+		{"a€b", 2, "a"}, // € is 3 bytes
+		{"a€b", 3, "a"},
+		{"a€b", 4, "a€"},
+		{"a😀", 4, "a"},       // 4 bytes
+		{"a\ufffdb", 2, "a"}, // a real U+FFFD is a whole character
+		{"\xff\xfe ok\x80", 2, "\xff\xfe"},
+		{"ab\xe2\x82", 3, "ab\xe2"}, // an incomplete character is bytes
+		{"a\x80\x80\x80\x80", 3, "a\x80\x80"},
+		{"é", 0, ""},
+	} {
+		got, cut := eventlog.Cut(c.in, c.n)
+		if got != c.want || cut != (len(c.in) > c.n) {
+			t.Errorf("Cut(%q, %d) = %q, %v; want %q", c.in, c.n, got, cut, c.want)
+		}
+		if b, _ := eventlog.Cut([]byte(c.in), c.n); string(b) != c.want {
+			t.Errorf("Cut([]byte(%q), %d) = %q; want %q", c.in, c.n, b, c.want)
+		}
+		if utf8.ValidString(c.in) && !utf8.ValidString(got) {
+			t.Errorf("Cut(%q, %d) = %q is not UTF-8", c.in, c.n, got)
+		}
 	}
 }

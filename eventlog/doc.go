@@ -62,10 +62,14 @@
 //     payload object with its members in their stored order, each value as
 //     stored, each member name written as a JSON string as above, and:
 //     a member "stdout" is replaced, at its place, by a member
-//     "stdoutSha256" whose value is the lower-case hex SHA-256 of the UTF-8
-//     bytes of the stdout string (its JSON escapes decoded); "stderr"
-//     likewise by "stderrSha256"; a member "outputCompacted" is left out
-//     (but must be true, and present exactly when a digest member is).
+//     "stdoutSha256" whose value is the lower-case hex SHA-256 of the bytes
+//     stdout holds: the UTF-8 bytes of the stdout string (its JSON escapes
+//     decoded), or, if the payload has a member "stdoutEncoding" (which
+//     must then be "base64"), the bytes that string decodes to as padded
+//     standard base64 (RFC 4648); "stderr" likewise by "stderrSha256",
+//     with "stderrEncoding"; the encoding members stay as they are; a
+//     member "outputCompacted" is left out (but must be true, and present
+//     exactly when a digest member is).
 //
 // So an event whose output was compacted has the same canonical form, and
 // the same hash, as before. Example: the event
@@ -90,6 +94,16 @@
 // hash kept elsewhere. `codebeaker audit verify` prints the head hash; keep
 // it outside the data dir and pass it back as --anchor SEQ:HASH.
 //
+// # Command output
+//
+// A CommandCompleted event holds what the program wrote, up to the stored
+// cap, in stdout and stderr: as text when the bytes are UTF-8, otherwise
+// (from payload version 2) as their base64 with "stdoutEncoding":"base64"
+// (or "stderrEncoding"). So the log, and the digests below, hold the bytes
+// the program wrote, not the text with U+FFFD that the client is shown.
+// Version-1 events held that text; read back, their output holding U+FFFD
+// says "stdoutEncoding":"utf8-lossy" (migrations.OutputLossy).
+//
 // # Retention
 //
 // Log.CompactOutput replaces, in CommandCompleted events older than a given
@@ -97,7 +111,8 @@
 // stdoutSha256 and stderrSha256 (at the same place in the object) and adds
 // "outputCompacted":true. Nothing else of the event changes, and its hash
 // does not: the chain verifies as before, and the digests still prove what
-// the output was to whoever has a copy of it.
+// the output was to whoever has a copy of it (of the bytes; of the text as
+// stored, for events of version 1).
 //
 // # Durability
 //

@@ -1,12 +1,15 @@
 package eventlog
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"time"
+	"unicode/utf8"
 
 	"github.com/oklog/ulid/v2"
 
 	"github.com/codebeaker/codebeaker/eventlog/chain"
+	"github.com/codebeaker/codebeaker/migrations"
 )
 
 // Type names what happened. Types are part of the on-disk format: never
@@ -56,10 +59,6 @@ type Record struct {
 	Type      Type
 	Data      any // marshalled to JSON; one of the payload types below
 }
-
-// CurrentVersion is the payload schema version written for new events.
-// Older versions are turned into the current shape by migrations.Upcast.
-const CurrentVersion = 1
 
 // Close reasons recorded in SessionClosing and SessionClosed.
 const (
@@ -128,20 +127,72 @@ type CommandCompletedData struct {
 	DurationMs  int64  `json:"durationMs"`
 	StdoutBytes int64  `json:"stdoutBytes"`
 	StderrBytes int64  `json:"stderrBytes"`
-	// Output as the client received it, cut at the log's stored cap.
+	// The bytes the program wrote, cut at the log's stored cap (StoredCut;
+	// SetOutput fills them): the text if they are UTF-8, else their base64
+	// and an encoding member OutputBase64 (payload version 2; the client's
+	// reply shows them as text with U+FFFD). Events of version 1 held the
+	// text with U+FFFD for bytes that were not UTF-8; read back, such text
+	// has the encoding OutputLossy.
 	Stdout          string `json:"stdout,omitempty"`
+	StdoutEncoding  string `json:"stdoutEncoding,omitempty"`
 	Stderr          string `json:"stderr,omitempty"`
+	StderrEncoding  string `json:"stderrEncoding,omitempty"`
 	StdoutTruncated bool   `json:"stdoutTruncated,omitempty"` // the client's copy was cut at the output cap
 	StderrTruncated bool   `json:"stderrTruncated,omitempty"`
 	StoredCut       bool   `json:"storedCut,omitempty"` // the stored copy is shorter than the client's
 	TimedOut        bool   `json:"timedOut,omitempty"`
 	OOMKilled       bool   `json:"oomKilled,omitempty"`
 	// Set by retention (Log.CompactOutput) in place of Stdout and Stderr:
-	// the hex SHA-256 of the text that was stored, which keeps the event's
-	// hash as it was. Optional members, so payload version 1 still.
+	// the hex SHA-256 of the bytes that were stored (of the text, in
+	// events of version 1), which keeps the event's hash as it was; the
+	// encoding members stay. Optional members, added in version 1.
 	StdoutSha256    string `json:"stdoutSha256,omitempty"`
 	StderrSha256    string `json:"stderrSha256,omitempty"`
 	OutputCompacted bool   `json:"outputCompacted,omitempty"`
+}
+
+// Encodings of CommandCompletedData's output (StdoutEncoding,
+// StderrEncoding); none means the output is the bytes as UTF-8 text.
+const (
+	OutputBase64 = chain.EncodingBase64   // the base64 of bytes that are not UTF-8
+	OutputLossy  = migrations.OutputLossy // text from version 1: U+FFFD in it may stand for bytes that were not UTF-8
+)
+
+// SetOutput stores a command's stdout and stderr, at most limit bytes of
+// each, as the payload holds them (see Stdout), and sets StoredCut if
+// either was cut.
+func (d *CommandCompletedData) SetOutput(stdout, stderr []byte, limit int) {
+	var stdoutCut, stderrCut bool
+	d.Stdout, d.StdoutEncoding, stdoutCut = storedOutput(stdout, limit)
+	d.Stderr, d.StderrEncoding, stderrCut = storedOutput(stderr, limit)
+	d.StoredCut = stdoutCut || stderrCut
+}
+
+func storedOutput(b []byte, limit int) (text, encoding string, cut bool) {
+	b, cut = Cut(b, limit)
+	if utf8.Valid(b) {
+		return string(b), "", cut
+	}
+	return base64.StdEncoding.EncodeToString(b), OutputBase64, cut
+}
+
+// Cut returns the first n bytes of s, or fewer so as not to split a UTF-8
+// character: UTF-8 stays UTF-8. cut says whether anything was left out.
+func Cut[T ~string | ~[]byte](s T, n int) (_ T, cut bool) {
+	if len(s) <= n {
+		return s, false
+	}
+	// s[n] continues a character that starts at most 3 bytes before it;
+	// if that character is whole and valid, cut before it.
+	for i := n; i >= 0 && i > n-utf8.UTFMax; i-- {
+		if utf8.RuneStart(s[i]) {
+			if r, size := utf8.DecodeRuneInString(string(s[i:min(len(s), i+utf8.UTFMax)])); i < n && i+size > n && (r != utf8.RuneError || size > 1) {
+				return s[:i], true
+			}
+			break
+		}
+	}
+	return s[:n], true
 }
 
 // SessionClosingData is the payload of SessionClosing.

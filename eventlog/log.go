@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -33,6 +34,10 @@ var (
 
 // FileName is the name of the log file inside the data dir.
 const FileName = "events.db"
+
+// defaultLockTimeout is the wait for another process's lock on the file
+// when Options or VerifyOptions give none.
+const defaultLockTimeout = 2 * time.Second
 
 // Options configure Open.
 type Options struct {
@@ -81,9 +86,7 @@ type appendReq struct {
 
 // Open opens (or creates) the log at path, migrating its layout if needed.
 func Open(path string, opts Options) (*Log, error) {
-	if opts.LockTimeout == 0 {
-		opts.LockTimeout = 2 * time.Second
-	}
+	opts.LockTimeout = cmp.Or(opts.LockTimeout, defaultLockTimeout)
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = 256
 	}
@@ -140,7 +143,7 @@ func openReadOnly(path string, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := db.View(checkReadable); err != nil {
+	if err := db.View(migrations.CheckReadable); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("eventlog: %s: %w", path, err)
 	}
@@ -165,18 +168,6 @@ func openError(path string, err error) error {
 		return fmt.Errorf("%w: %s (is another codebeaker using this data dir?)", ErrLocked, path)
 	}
 	return fmt.Errorf("eventlog: open %s: %w (if the file is damaged, move it aside and restore a backup; it is never overwritten)", path, err)
-}
-
-// checkReadable refuses a file that this binary cannot read as it is.
-func checkReadable(tx *bolt.Tx) error {
-	switch v := migrations.Version(tx); {
-	case v > migrations.LayoutVersion():
-		return fmt.Errorf("%w (file has layout %d, this binary knows up to %d): upgrade codebeaker", migrations.ErrNewerLayout, v, migrations.LayoutVersion())
-	case v == 0:
-		return errors.New("not a CodeBeaker data file (no layout version)")
-	}
-	// Layouts 1 and 2 have the same buckets.
-	return nil
 }
 
 // Path returns the file the log lives in.
@@ -216,7 +207,7 @@ func (l *Log) Append(ctx context.Context, recs ...Record) ([]Event, error) {
 		req.events[i] = Event{
 			SessionID: r.SessionID,
 			Type:      r.Type,
-			Version:   CurrentVersion,
+			Version:   migrations.PayloadVersion,
 			Data:      data,
 		}
 	}

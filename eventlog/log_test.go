@@ -76,8 +76,8 @@ func TestAppendReadRoundTrip(t *testing.T) {
 	if ms := got.ID.Time(); ms < uint64(before.UnixMilli()) || ms > uint64(after.UnixMilli()) {
 		t.Errorf("ULID time %d ms is outside the append [%d, %d]", ms, before.UnixMilli(), after.UnixMilli())
 	}
-	if got.SessionID != "sess-1" || got.Type != eventlog.CommandCompleted || got.Version != eventlog.CurrentVersion {
-		t.Errorf("event = %q %q v%d, want sess-1 CommandCompleted v%d", got.SessionID, got.Type, got.Version, eventlog.CurrentVersion)
+	if got.SessionID != "sess-1" || got.Type != eventlog.CommandCompleted || got.Version != migrations.PayloadVersion {
+		t.Errorf("event = %q %q v%d, want sess-1 CommandCompleted v%d", got.SessionID, got.Type, got.Version, migrations.PayloadVersion)
 	}
 	if got.Time.Before(before) || got.Time.After(after) || got.Time.Location() != time.UTC {
 		t.Errorf("event time %v is not a UTC time within the append [%v, %v]", got.Time, before, after)
@@ -610,5 +610,15 @@ func TestOpenNewerLayout(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(path); !bytes.Equal(after, newer) {
 		t.Error("Open changed a file it refused")
+	}
+	// Reading and verifying refuse it the same way.
+	if l, err := eventlog.Open(path, eventlog.Options{ReadOnly: true, LockTimeout: time.Second}); !errors.Is(err, migrations.ErrNewerLayout) {
+		if err == nil {
+			l.Close()
+		}
+		t.Errorf("read-only Open returned %v, want ErrNewerLayout", err)
+	}
+	if _, err := eventlog.Verify(context.Background(), path, eventlog.VerifyOptions{LockTimeout: time.Second}); !errors.Is(err, migrations.ErrNewerLayout) {
+		t.Errorf("Verify returned %v, want ErrNewerLayout", err)
 	}
 }

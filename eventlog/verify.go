@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -80,10 +81,7 @@ type Verified struct {
 // index holding exactly one entry per event. It returns the first problem
 // as a *Problem; other errors say why the file could not be checked.
 func Verify(ctx context.Context, path string, opts VerifyOptions) (Verified, error) {
-	if opts.LockTimeout == 0 {
-		opts.LockTimeout = 2 * time.Second
-	}
-	db, err := openBoltReadOnly(path, opts.LockTimeout)
+	db, err := openBoltReadOnly(path, cmp.Or(opts.LockTimeout, defaultLockTimeout))
 	if err != nil {
 		return Verified{}, err
 	}
@@ -101,17 +99,11 @@ func Verify(ctx context.Context, path string, opts VerifyOptions) (Verified, err
 	return out, err
 }
 
-// storedEnvelope is an envelope as Verify reads it.
-type storedEnvelope struct {
-	chain.Event
-	Hash string `json:"hash"`
-}
-
 func verifyTx(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Verified, error) {
-	switch v := migrations.Version(tx); {
-	case v > migrations.LayoutVersion():
-		return Verified{}, fmt.Errorf("%w (file has layout %d, this binary knows up to %d): upgrade codebeaker", migrations.ErrNewerLayout, v, migrations.LayoutVersion())
-	case v < 2:
+	switch v, err := migrations.KnownVersion(tx); {
+	case err != nil:
+		return Verified{}, err
+	case v < migrations.ChainLayout:
 		return Verified{}, fmt.Errorf("%w: the file has layout %d, from before the chain; it is migrated, and its chain computed, the next time codebeaker opens it for writing (codebeaker serve, or codebeaker audit compact)", ErrNoChain, v)
 	}
 	events := tx.Bucket(migrations.BucketEvents)
@@ -126,7 +118,7 @@ func verifyTx(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Verified, e
 		sessionOf  = []uint32{0} // seq 0 unused
 		prev       chain.Hash
 		last       uint64
-		e          storedEnvelope
+		e          migrations.StoredEvent
 	)
 	c := events.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -155,7 +147,7 @@ func verifyTx(ctx context.Context, tx *bolt.Tx, opts VerifyOptions) (Verified, e
 			return Verified{}, &Problem{Kind: Removed, Seq: want, Detail: detail}
 		}
 		last = want
-		e = storedEnvelope{}
+		e = migrations.StoredEvent{}
 		if err := json.Unmarshal(v, &e); err != nil {
 			return Verified{}, &Problem{Kind: Unreadable, Seq: last, Detail: fmt.Sprintf("its envelope is not valid: %v", err)}
 		}

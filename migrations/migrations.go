@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -24,8 +26,19 @@ var (
 	keyHead   = []byte("head")
 )
 
-// PayloadVersion is the schema version of event payloads written now.
-const PayloadVersion = 1
+// PayloadVersion is the schema version of event payloads written now; older
+// ones are turned into the current shape by Upcast.
+const PayloadVersion = 2
+
+// ChainLayout is the first layout whose events are chained by hashes.
+const ChainLayout = 2
+
+// StoredEvent is an event as the events bucket holds it, from layout 2 on:
+// the envelope the chain covers and its hash (eventlog/doc.go).
+type StoredEvent struct {
+	chain.Event
+	Hash string `json:"hash,omitempty"`
+}
 
 // ErrNewerLayout is returned for a data file written by a newer CodeBeaker.
 var ErrNewerLayout = errors.New("migrations: data file layout is newer than this binary knows")
@@ -48,7 +61,7 @@ var All = []Migration{
 		}
 		return nil
 	}},
-	{2, "chain every event to the one before by a SHA-256 hash, and record the head of the chain", chainEvents},
+	{ChainLayout, "chain every event to the one before by a SHA-256 hash, and record the head of the chain", chainEvents},
 }
 
 // chainEvents is layout 2: every stored envelope gets its "hash", computed
@@ -70,7 +83,7 @@ func chainEvents(tx *bolt.Tx) error {
 			return fmt.Errorf("event %d follows event %d: the file is damaged (a gap in the sequence); it is left as it was", seq, last)
 		}
 		last++
-		var e storedEvent
+		var e StoredEvent
 		if err := json.Unmarshal(v, &e); err != nil {
 			return fmt.Errorf("event %d is unreadable: %w", last, err)
 		}
@@ -98,12 +111,6 @@ func chainEvents(tx *bolt.Tx) error {
 		return fmt.Errorf("the events bucket's sequence is %d but the last event is %d: the file is damaged; it is left as it was", seq, last)
 	}
 	return PutHead(tx, last, prev)
-}
-
-// storedEvent is a stored envelope from layout 2 on.
-type storedEvent struct {
-	chain.Event
-	Hash string `json:"hash,omitempty"`
 }
 
 // PutHead records the seq and hash of the newest event in meta (layout 2):
@@ -150,11 +157,32 @@ func Version(tx *bolt.Tx) int {
 	return int(binary.BigEndian.Uint64(v))
 }
 
+// KnownVersion reads the layout version of the file, as Version, and
+// refuses one newer than this binary knows with an error wrapping
+// ErrNewerLayout.
+func KnownVersion(tx *bolt.Tx) (int, error) {
+	v := Version(tx)
+	if v > LayoutVersion() {
+		return v, fmt.Errorf("%w (file has layout %d, this binary knows up to %d): upgrade codebeaker", ErrNewerLayout, v, LayoutVersion())
+	}
+	return v, nil
+}
+
+// CheckReadable refuses a file that this binary cannot read as it is,
+// without migrating it: one of a newer layout, or no CodeBeaker data file.
+// Layouts 1 and 2 have the same buckets, so either is read as it is.
+func CheckReadable(tx *bolt.Tx) error {
+	v, err := KnownVersion(tx)
+	if err == nil && v == 0 {
+		err = errors.New("not a CodeBeaker data file (no layout version)")
+	}
+	return err
+}
+
 // Run brings the file in tx to LayoutVersion. It returns the version found.
 func Run(tx *bolt.Tx) (from int, err error) {
-	from = Version(tx)
-	if from > LayoutVersion() {
-		return from, fmt.Errorf("%w (file has layout %d, this binary knows up to %d): upgrade codebeaker", ErrNewerLayout, from, LayoutVersion())
+	if from, err = KnownVersion(tx); err != nil {
+		return from, err
 	}
 	for _, m := range All {
 		if m.Version <= from {
@@ -188,9 +216,51 @@ type Upcaster struct {
 	Apply func(data json.RawMessage) (json.RawMessage, error)
 }
 
-// Upcasters lists every payload upgrade step. There are none yet: version 1
-// is the first released payload schema.
-var Upcasters []Upcaster
+// Upcasters lists every payload upgrade step.
+var Upcasters = []Upcaster{
+	{Type: chain.OutputType, From: 1, Apply: flagLossyOutput},
+}
+
+// OutputLossy is the encoding member ("stdoutEncoding", "stderrEncoding")
+// that Upcast gives version-1 output holding U+FFFD: that writer put U+FFFD
+// for every byte that was not UTF-8, so such text may not be the bytes the
+// program wrote (or it printed U+FFFD itself: the log cannot tell).
+const OutputLossy = "utf8-lossy"
+
+// flagLossyOutput is CommandCompleted from version 1 to 2. Version 2 holds
+// output that is not UTF-8 as base64 under an encoding member. That changes
+// what "stdout" and "stderr" mean, not only adds members (which the rules
+// allow within a version): a reader of version 1 would take the base64 for
+// the output. Hence a new version, which such a reader refuses, and this
+// step, which marks the version-1 text that may have lost bytes, so that
+// every reader of the current shape knows whether the text is the bytes.
+// The text itself stays as stored: the lost bytes cannot be recovered.
+func flagLossyOutput(data json.RawMessage) (json.RawMessage, error) {
+	var out struct {
+		Stdout string `json:"stdout"`
+		Stderr string `json:"stderr"`
+	}
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, err
+	}
+	for _, o := range []struct{ text, encoding string }{{out.Stdout, "stdoutEncoding"}, {out.Stderr, "stderrEncoding"}} {
+		if strings.ContainsRune(o.text, utf8.RuneError) {
+			data = appendMember(data, o.encoding, `"`+OutputLossy+`"`)
+		}
+	}
+	return data, nil
+}
+
+// appendMember adds a member to the end of a JSON object that unmarshalled.
+func appendMember(object json.RawMessage, name, value string) json.RawMessage {
+	object = bytes.TrimRight(object, " \t\r\n")
+	body := bytes.TrimSpace(object[1 : len(object)-1])
+	out := append([]byte(nil), object[:len(object)-1]...)
+	if len(body) > 0 {
+		out = append(out, ',')
+	}
+	return append(append(out, `"`+name+`":`+value...), '}')
+}
 
 // Upcast returns the payload of an event of type typ stored at version in
 // the current shape.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/codebeaker/codebeaker/eventlog"
+	"github.com/codebeaker/codebeaker/migrations"
 	"github.com/codebeaker/codebeaker/projection"
 )
 
@@ -27,7 +28,7 @@ func event(seq uint64, session string, typ eventlog.Type, at time.Time, data any
 	if err != nil {
 		panic(err)
 	}
-	return eventlog.Event{Seq: seq, SessionID: session, Time: at, Type: typ, Version: eventlog.CurrentVersion, Data: raw}
+	return eventlog.Event{Seq: seq, SessionID: session, Time: at, Type: typ, Version: migrations.PayloadVersion, Data: raw}
 }
 
 func (f *feed) apply(session string, typ eventlog.Type, at time.Time, data any) eventlog.Event {

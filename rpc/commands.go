@@ -152,6 +152,8 @@ type outcome struct {
 	result  any
 	err     string
 	audit   eventlog.CommandCompletedData
+	// The process's output, as it wrote it: runJob stores it in audit.
+	stdout, stderr []byte
 }
 
 func failed(err error) outcome { return outcome{err: err.Error()} }
@@ -349,8 +351,8 @@ func processOutcome(r sandbox.Result, timeout time.Duration) outcome {
 	o.audit = eventlog.CommandCompletedData{
 		ExitCode: &exit, StdoutBytes: r.StdoutBytes, StderrBytes: r.StderrBytes,
 		StdoutTruncated: r.StdoutTruncated, StderrTruncated: r.StderrTruncated, TimedOut: r.TimedOut, OOMKilled: r.OOMKilled,
-		Stdout: string(r.Stdout), Stderr: string(r.Stderr),
 	}
+	o.stdout, o.stderr = r.Stdout, r.Stderr
 	return o
 }
 

@@ -135,22 +135,12 @@ func (s *Service) runJob(l *liveSession, j *job) jobResult {
 	}
 	rec := o.audit
 	rec.CommandID, rec.Type, rec.Success, rec.Error, rec.DurationMs = id, j.cmd.Type, o.success, o.err, took.Milliseconds()
-	rec.Error, _ = cut(rec.Error, s.cfg.Limits.StoredOutputBytes) // execute_code's error is its stderr
-	rec.Stdout, rec.StoredCut = cut(rec.Stdout, s.cfg.Limits.StoredOutputBytes)
-	var stderrCut bool
-	rec.Stderr, stderrCut = cut(rec.Stderr, s.cfg.Limits.StoredOutputBytes)
-	rec.StoredCut = rec.StoredCut || stderrCut
+	rec.Error, _ = eventlog.Cut(rec.Error, s.cfg.Limits.StoredOutputBytes) // execute_code's error is its stderr
+	rec.SetOutput(o.stdout, o.stderr, s.cfg.Limits.StoredOutputBytes)
 	if _, err := s.log.Append(context.WithoutCancel(ctx), eventlog.Record{SessionID: l.id, Type: eventlog.CommandCompleted, Data: rec}); err != nil {
 		return jobResult{err: err}
 	}
 	return jobResult{env: env}
-}
-
-func cut(s string, n int) (string, bool) {
-	if len(s) <= n {
-		return s, false
-	}
-	return text([]byte(s[:n])), true
 }
 
 // auditCopy is the command as the client sent it, for the log. Past limit
@@ -176,8 +166,8 @@ func auditCopy(raw json.RawMessage, typ string, limit int) json.RawMessage {
 func cutStrings(v any, n int) any {
 	switch t := v.(type) {
 	case string:
-		if len(t) > n {
-			return fmt.Sprintf("%s... [%d bytes, cut]", text([]byte(t[:n])), len(t))
+		if kept, cut := eventlog.Cut(t, n); cut {
+			return fmt.Sprintf("%s... [%d bytes, cut]", kept, len(t))
 		}
 	case []any:
 		for i := range t {

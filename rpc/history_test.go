@@ -1,6 +1,8 @@
 package rpc_test
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"reflect"
 	"regexp"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/codebeaker/codebeaker/eventlog"
+	"github.com/codebeaker/codebeaker/migrations"
 	"github.com/codebeaker/codebeaker/rpc"
 )
 
@@ -70,7 +73,7 @@ func TestHistoryOfSession(t *testing.T) {
 		if got := keys(t, members.Events[i]); !reflect.DeepEqual(got, []string{"data", "hash", "id", "seq", "sessionId", "time", "type", "v"}) {
 			t.Errorf("event members %v", got)
 		}
-		if e.SessionID != sid || e.V != eventlog.CurrentVersion || len(e.ID) != 26 || e.Time.IsZero() || !hexHash.MatchString(e.Hash) {
+		if e.SessionID != sid || e.V != migrations.PayloadVersion || len(e.ID) != 26 || e.Time.IsZero() || !hexHash.MatchString(e.Hash) {
 			t.Errorf("event %d: %+v", i, e)
 		}
 		if i > 0 && (e.Seq <= h.Events[i-1].Seq || e.ID <= h.Events[i-1].ID) {
@@ -190,5 +193,91 @@ func TestHistoryPaging(t *testing.T) {
 	last, err := ts.svc.Log().LastSeq()
 	if err != nil || uint64(len(log.Events)) != last {
 		t.Errorf("whole log paged gives %d events, the log has %d (%v)", len(log.Events), last, err)
+	}
+}
+
+// storedOutput is the output members of a CommandCompleted payload as
+// session.history returns them.
+type storedOutput struct {
+	Stdout         string `json:"stdout"`
+	StdoutEncoding string `json:"stdoutEncoding"`
+	Stderr         string `json:"stderr"`
+	StderrEncoding string `json:"stderrEncoding"`
+	StoredCut      bool   `json:"storedCut"`
+}
+
+// storedBytes returns the bytes one stream's members hold.
+func storedBytes(t *testing.T, text, encoding string) []byte {
+	t.Helper()
+	switch encoding {
+	case "":
+		return []byte(text)
+	case "base64":
+		b, err := base64.StdEncoding.DecodeString(text)
+		if err != nil {
+			t.Fatalf("stored output %q is not base64: %v", text, err)
+		}
+		return b
+	}
+	t.Fatalf("stored output has encoding %q", encoding)
+	return nil
+}
+
+// lastOutput returns the output the session's last CommandCompleted event
+// holds, read back with session.history.
+func lastOutput(t *testing.T, c *wsClient, sid string) storedOutput {
+	t.Helper()
+	var h historyPage
+	c.ok("session.history", map[string]any{"sessionId": sid, "limit": rpc.MaxHistoryLimit}, &h)
+	for i := len(h.Events) - 1; i >= 0; i-- {
+		if h.Events[i].Type == "CommandCompleted" {
+			var o storedOutput
+			if err := json.Unmarshal(h.Events[i].Data, &o); err != nil {
+				t.Fatal(err)
+			}
+			return o
+		}
+	}
+	t.Fatal("no CommandCompleted in the history")
+	return storedOutput{}
+}
+
+// Output that is not UTF-8 is stored as the bytes the program printed;
+// the client's reply still shows it as text.
+func TestHistoryKeepsOutputBytes(t *testing.T) {
+	const limit = 7 // stored bytes per stream
+	ts := newTestServer(t, func(c *rpc.Config, _ *rpc.ServerOptions) { c.Limits.StoredOutputBytes = limit })
+	c := ts.dial()
+	sid := c.create(map[string]any{"language": "python"})
+	defer c.ok("session.close", map[string]any{"sessionId": sid}, nil)
+
+	printed := []byte("\xff\xfe ok\x80")
+	r := c.shell(sid, "python3", "-c", `import sys; sys.stdout.buffer.write(b'\xff\xfe ok\x80'); sys.stderr.buffer.write(b'caf\xc3\xa9')`)
+	if r.Stdout != "\uFFFD ok\uFFFD" || r.Stderr != "café" {
+		t.Errorf("the reply changed: stdout %q, stderr %q", r.Stdout, r.Stderr)
+	}
+	o := lastOutput(t, c, sid)
+	if got := storedBytes(t, o.Stdout, o.StdoutEncoding); !bytes.Equal(got, printed) {
+		t.Errorf("stored stdout %q (%q, encoding %q), the program printed %q", got, o.Stdout, o.StdoutEncoding, printed)
+	}
+	if o.StderrEncoding != "" || o.Stderr != "café" || o.StoredCut {
+		t.Errorf("UTF-8 stderr stored as %+v, want the text as it is", o)
+	}
+
+	// execute_code: the same bytes, through the other path.
+	c.exec(sid, map[string]any{"type": "execute_code", "code": `import sys; sys.stdout.buffer.write(b'\xff\xfe ok\x80')`})
+	if o := lastOutput(t, c, sid); !bytes.Equal(storedBytes(t, o.Stdout, o.StdoutEncoding), printed) {
+		t.Errorf("execute_code: stored stdout %+v, the program printed %q", o, printed)
+	}
+
+	// Cut at the stored cap: bytes, never inside a character, so UTF-8
+	// stays text.
+	c.shell(sid, "python3", "-c", `import sys; sys.stdout.buffer.write('ééééé'.encode()); sys.stderr.buffer.write(b'\xff' * 10)`)
+	o = lastOutput(t, c, sid)
+	if o.Stdout != "ééé" || o.StdoutEncoding != "" || !o.StoredCut {
+		t.Errorf("UTF-8 cut at %d bytes: stored %+v, want the text of the whole characters within them", limit, o)
+	}
+	if got := storedBytes(t, o.Stderr, o.StderrEncoding); !bytes.Equal(got, bytes.Repeat([]byte{0xff}, limit)) {
+		t.Errorf("bytes cut at %d: stored %q (%+v)", limit, got, o)
 	}
 }

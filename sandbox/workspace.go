@@ -125,6 +125,8 @@ func clientError(rel string, err error) error {
 		return nil
 	case errors.Is(err, fs.ErrNotExist):
 		return pathErrorf("File not found: %s", shown)
+	case errors.Is(err, syscall.ENOTEMPTY): // before ErrExist, which it also is
+		return pathErrorf("directory not empty: %s", shown)
 	case errors.Is(err, fs.ErrExist):
 		return pathErrorf("already exists: %s", shown)
 	case errors.Is(err, fs.ErrPermission):
@@ -133,8 +135,6 @@ func clientError(rel string, err error) error {
 		return pathErrorf("is a directory: %s", shown)
 	case errors.Is(err, syscall.ENOTDIR):
 		return pathErrorf("not a directory: %s", shown)
-	case errors.Is(err, syscall.ENOTEMPTY):
-		return pathErrorf("directory not empty: %s", shown)
 	case errors.Is(err, syscall.ENXIO): // a FIFO with no reader, a socket
 		return pathErrorf("not a regular file: %s", shown)
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
@@ -350,7 +350,11 @@ func (w *Workspace) Delete(p string) (string, error) {
 		return "", clientError(rel, err)
 	}
 	if info.IsDir() {
-		err = w.root.RemoveAll(rel)
+		// RemoveAll empties the folder, then removes it; that fails (with
+		// ENOTEMPTY) only if something filled it again meanwhile.
+		if err = w.root.RemoveAll(rel); errors.Is(err, syscall.ENOTEMPTY) {
+			return "", pathErrorf("could not delete %s: files were created in it while it was being deleted (a program in the session is writing there); the folder is still there, with those files", Display(rel))
+		}
 	} else {
 		err = w.root.Remove(rel)
 	}

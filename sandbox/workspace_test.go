@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -692,4 +693,45 @@ func wantNoSetID(t *testing.T, path, what string) {
 	if m := info.Mode(); m&(os.ModeSetuid|os.ModeSetgid) != 0 {
 		t.Errorf("%s: mode %v keeps a setuid/setgid bit", what, m)
 	}
+}
+
+// A folder that a program fills while it is deleted: the reply says so,
+// not "already exists". The program is a goroutine writing into the folder
+// on the host; the race is retried until the delete loses it, for at most
+// 20 seconds.
+func TestDeleteWhileRecreated(t *testing.T) {
+	ws, _ := newWorkspace(t)
+	dir := filepath.Join(ws.Dir(), "busy")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			os.Mkdir(dir, 0o755)
+			os.WriteFile(filepath.Join(dir, "f"+strconv.Itoa(i%64)), nil, 0o644)
+		}
+	}()
+	defer func() { close(stop); <-done }()
+
+	deadline := time.Now().Add(20 * time.Second)
+	tries := 0
+	for time.Now().Before(deadline) {
+		tries++
+		_, err := ws.Delete("busy")
+		if err == nil || strings.HasPrefix(err.Error(), "File not found") {
+			continue // the delete won this time
+		}
+		msg := wantPathError(t, "Delete(busy)", err)
+		t.Logf("after %d deletes: %s", tries, msg)
+		if strings.Contains(msg, "already exists") || !strings.Contains(msg, "/workspace/busy") || !strings.Contains(msg, "created") {
+			t.Errorf("Delete of a folder refilled during the delete says %q; want what happened", msg)
+		}
+		return
+	}
+	t.Fatalf("%d deletes in 20s never raced with the writer: the case is not tested", tries)
 }

@@ -3,6 +3,7 @@ package chain
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -86,20 +87,28 @@ const OutputType = "CommandCompleted"
 // CompactedMember marks a payload whose output was replaced by digests.
 const CompactedMember = "outputCompacted"
 
-// outputMembers are the payload members retention may drop, each with the
-// member that holds its digest instead.
-var outputMembers = []struct{ name, digest string }{
-	{"stdout", "stdoutSha256"},
-	{"stderr", "stderrSha256"},
+// outputMember is a payload member retention may drop, with the member that
+// holds its digest instead and the one that says how it holds the bytes.
+type outputMember struct{ name, digest, encoding string }
+
+var outputMembers = []outputMember{
+	{"stdout", "stdoutSha256", "stdoutEncoding"},
+	{"stderr", "stderrSha256", "stderrEncoding"},
 }
+
+// EncodingBase64, as the value of an output's encoding member
+// ("stdoutEncoding"), says that the output member holds the base64 of the
+// bytes: output that is not UTF-8, from payload version 2 on. Without an
+// encoding member the output member holds the bytes as text.
+const EncodingBase64 = "base64"
 
 // ErrPayload is returned for a payload the chain cannot encode.
 var ErrPayload = errors.New("chain: payload is not valid")
 
 // CanonicalPayload returns the payload as the canonical form holds it: the
 // stored payload, except that in OutputType events each output member is
-// replaced, in place, by its digest member, and CompactedMember is left
-// out. A payload whose output was compacted thus has the same canonical
+// replaced, in place, by its digest member (the SHA-256 of the bytes it
+// holds, see EncodingBase64), and CompactedMember is left out. A payload whose output was compacted thus has the same canonical
 // form as before.
 func CanonicalPayload(typ string, data json.RawMessage) (json.RawMessage, error) {
 	if typ != OutputType {
@@ -126,12 +135,12 @@ func CanonicalPayload(typ string, data json.RawMessage) (json.RawMessage, error)
 		case isDigest(name):
 			digests++
 		default:
-			if digest := digestOf(name); digest != "" {
-				var text string
-				if err := json.Unmarshal(value, &text); err != nil {
-					return nil, fmt.Errorf("%w: %s is not a string", ErrPayload, name)
+			if om, ok := outputOf(name); ok {
+				d, err := digestMember(ms, m, om)
+				if err != nil {
+					return nil, err
 				}
-				name, value = digest, quotedDigest(text)
+				name, value = d.name, d.value
 			}
 		}
 		if n > 0 {
@@ -162,12 +171,10 @@ func CompactOutput(data json.RawMessage) (json.RawMessage, bool, error) {
 		if m.name == CompactedMember {
 			marked = true
 		}
-		if digest := digestOf(m.name); digest != "" {
-			var text string
-			if err := json.Unmarshal(m.value, &text); err != nil {
-				return nil, false, fmt.Errorf("%w: %s is not a string", ErrPayload, m.name)
+		if om, ok := outputOf(m.name); ok {
+			if ms[i], err = digestMember(ms, m, om); err != nil {
+				return nil, false, err
 			}
-			ms[i] = member{digest, quotedDigest(text)}
 			changed = true
 		}
 	}
@@ -191,23 +198,46 @@ func CompactOutput(data json.RawMessage) (json.RawMessage, bool, error) {
 	return out.Bytes(), true, nil
 }
 
-// Digest is the hex SHA-256 of an output text, as a digest member holds it.
-func Digest(text string) string {
-	sum := sha256.Sum256([]byte(text))
+// Digest is the hex SHA-256 of an output's bytes, as a digest member holds
+// it.
+func Digest(output string) string {
+	sum := sha256.Sum256([]byte(output))
 	return hex.EncodeToString(sum[:])
 }
 
-func quotedDigest(text string) json.RawMessage {
-	return json.RawMessage(`"` + Digest(text) + `"`)
-}
-
-func digestOf(name string) string {
-	for _, m := range outputMembers {
-		if m.name == name {
-			return m.digest
+// digestMember returns the digest member that stands for the output member
+// m of the payload ms: the SHA-256 of the bytes m holds, as text or, if the
+// payload's encoding member for it says so, as base64.
+func digestMember(ms []member, m member, om outputMember) (member, error) {
+	var text, encoding string
+	if err := json.Unmarshal(m.value, &text); err != nil {
+		return member{}, fmt.Errorf("%w: %s is not a string", ErrPayload, m.name)
+	}
+	for _, e := range ms {
+		if e.name == om.encoding {
+			if err := json.Unmarshal(e.value, &encoding); err != nil || encoding != EncodingBase64 {
+				return member{}, fmt.Errorf("%w: %s is %s, not %q", ErrPayload, e.name, e.value, EncodingBase64)
+			}
 		}
 	}
-	return ""
+	output := text
+	if encoding == EncodingBase64 {
+		b, err := base64.StdEncoding.DecodeString(text)
+		if err != nil {
+			return member{}, fmt.Errorf("%w: %s is not base64: %v", ErrPayload, m.name, err)
+		}
+		output = string(b)
+	}
+	return member{om.digest, json.RawMessage(`"` + Digest(output) + `"`)}, nil
+}
+
+func outputOf(name string) (outputMember, bool) {
+	for _, m := range outputMembers {
+		if m.name == name {
+			return m, true
+		}
+	}
+	return outputMember{}, false
 }
 
 func isDigest(name string) bool {

@@ -49,6 +49,8 @@ var outputPayloads = []string{
 	`{"commandId":"c","type":"execute_shell","success":false,"stderr":"\u003cb\u003e \u0026 \u2028 é \"q\" \\"}`,
 	`{"commandId":"c","stdout":"out","stderr":"err","stdoutTruncated":true,"nested":{"stdout":"inner"},"list":["}",{"a":"]"}]}`,
 	"{ \"commandId\" : \"c\" ,\n \"stdout\" : \"spaced\" , \"n\" : -1.5e3 , \"z\" : null }",
+	`{"commandId":"c","stdout":"//4gb2uA","stdoutEncoding":"base64","stderr":"caf\u00e9","stderrTruncated":true}`,
+	`{"commandId":"c","stderrEncoding":"base64","stdout":"ok","stderr":"/w=="}`,
 }
 
 // Compaction drops the output but keeps the canonical form, and so the
@@ -94,6 +96,12 @@ func TestCompactKeepsCanonicalForm(t *testing.T) {
 	if want := `{"stdoutSha256":"` + chain.Digest("<b>") + `","outputCompacted":true}`; string(compacted) != want {
 		t.Errorf("compacted = %s, want %s", compacted, want)
 	}
+	// Output held as base64 has the digest of its bytes, and keeps saying
+	// how it was held.
+	compacted, _, _ = chain.CompactOutput(json.RawMessage(`{"stdout":"//4gb2uA","stdoutEncoding":"base64"}`))
+	if want := `{"stdoutSha256":"359d47178b9f2182725bc9558194402c68b187af96210e18247ddbea3c69147b","stdoutEncoding":"base64","outputCompacted":true}`; string(compacted) != want {
+		t.Errorf("compacted = %s, want %s", compacted, want)
+	}
 }
 
 // Every change an auditor cares about changes the canonical form.
@@ -127,6 +135,9 @@ func TestTamperingChangesCanonicalForm(t *testing.T) {
 			e.Data = json.RawMessage(`{"commandId":"c","success":true,"exitCode":0,"stdoutSha256":"00","outputCompacted":true}`)
 		},
 		"other type": func(e *chain.Event) { e.Type = "SessionClosing" },
+		"encoding": func(e *chain.Event) { // the same bytes, held as base64
+			e.Data = json.RawMessage(`{"commandId":"c","success":true,"exitCode":0,"stdout":"b2s=","stdoutEncoding":"base64"}`)
+		},
 	} {
 		e := base
 		change(&e)
@@ -147,6 +158,9 @@ func TestInvalidPayloads(t *testing.T) {
 		`{"outputCompacted":true}`,                      // marked, but no digest
 		`{"stdoutSha256":"ab"}`,                         // a digest, but not marked
 		`{"stdoutSha256":"ab","outputCompacted":false}`, // marked false
+		`{"stdout":"a","stdoutEncoding":"hex"}`,         // an encoding not known
+		`{"stdout":"a","stdoutEncoding":1}`,             // an encoding not a string
+		`{"stdout":"!!","stdoutEncoding":"base64"}`,     // not base64
 	} {
 		_, err := chain.Canonical(chain.Event{Type: chain.OutputType, Data: json.RawMessage(p)})
 		if err == nil {
