@@ -212,6 +212,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		conn.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 		if err := conn.WriteMessage(websocket.TextMessage, frame); err != nil {
 			logger.Debug().Err(err).Msg("cannot write a reply")
+			// A peer that does not take its replies gets no more work done.
+			conn.Close()
 		}
 	}
 	// A peer that answers no ping for PongTimeout is gone (a dropped
@@ -232,6 +234,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 				err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.opts.WriteTimeout))
 				writeMu.Unlock()
 				if err != nil {
+					conn.Close()
 					return
 				}
 			}

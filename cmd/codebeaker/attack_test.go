@@ -366,6 +366,76 @@ func TestAttackBatch(t *testing.T) {
 	a.end(150, strings.Join(notes, " "))
 }
 
+// A client pipelines 10,000 requests and never reads a reply. The server's
+// memory stays bounded (a few requests in flight per connection), other
+// clients are served, and once its replies cannot be written within the
+// write timeout, the server cuts the connection rather than go on running
+// requests whose replies nobody gets.
+func TestAttackPipeline(t *testing.T) {
+	const writeTimeout = 2 * time.Second
+	a := beginAttack(t, "pipeline", "--write-timeout", writeTimeout.String())
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+a.srv.addr+"/ws/jsonrpc", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	// Ids of 4 KiB make 40 MB of replies, more than loopback buffers hold.
+	pad := strings.Repeat("x", 4096)
+	var sent atomic.Int64
+	writerDone := make(chan error, 1)
+	go func() {
+		for i := range 10_000 {
+			ws.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			frame := fmt.Sprintf(`{"jsonrpc":"2.0","id":"%s%d","method":"no.such.method"}`, pad, i)
+			if err := ws.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+				writerDone <- err
+				return
+			}
+			sent.Add(1)
+		}
+		writerDone <- nil
+	}()
+
+	// While it is stuck, another client is served.
+	time.Sleep(time.Second)
+	other, err := dial(a.srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.ws.Close()
+	var worst time.Duration
+	for range 10 {
+		start := time.Now()
+		if e, err := other.call("session.list", map[string]any{}, nil); err != nil || e != nil {
+			t.Fatalf("another client is not served during the pipeline: %v %v", e, err)
+		}
+		worst = max(worst, time.Since(start))
+		time.Sleep(100 * time.Millisecond)
+	}
+	stuckAt := sent.Load()
+
+	var cut string
+	select {
+	case err := <-writerDone:
+		if err == nil {
+			// All sent: the server read them all. Its connection must not
+			// stay open for more after its writes failed.
+			time.Sleep(writeTimeout)
+			ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"jsonrpc":"2.0","id":0,"method":"no.such.method"}`)); err == nil {
+				t.Errorf("the server read all 10,000 requests without writing their replies and keeps the connection open")
+			}
+			cut = "not-cut"
+		} else {
+			cut = fmt.Sprintf("cut-after=%s", time.Since(a.start).Round(100*time.Millisecond))
+		}
+	case <-time.After(writeTimeout + 15*time.Second):
+		t.Errorf("the connection of a client that does not read is still open %s after the server's writes stalled", writeTimeout+15*time.Second)
+		cut = "not-cut"
+	}
+	a.end(100, fmt.Sprintf("sent_when_stuck=%d sent=%d other_client_worst=%s %s", stuckAt, sent.Load(), worst.Round(time.Millisecond), cut))
+}
+
 // 64 connections send requests as fast as the server answers them.
 func TestAttackRequestFlood(t *testing.T) {
 	a := beginAttack(t, "request-flood")

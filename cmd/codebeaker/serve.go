@@ -30,6 +30,7 @@ type serveCommand struct {
 	maxMessageBytes int64
 	maxReplyBytes   int
 	maxConnections  int
+	writeTimeout    time.Duration
 	shutdownTimeout time.Duration
 	reconcileEvery  time.Duration
 	limits          rpc.Limits
@@ -47,6 +48,7 @@ func (c *serveCommand) flags() *flag.FlagSet {
 	fs.Int64Var(&c.maxMessageBytes, "max-message-bytes", 16<<20, "largest JSON-RPC message accepted, in `bytes`")
 	fs.IntVar(&c.maxReplyBytes, "max-reply-bytes", 32<<20, "largest reply sent, in `bytes`; a larger one becomes an error")
 	fs.IntVar(&c.maxConnections, "max-connections", 256, "WebSocket connections open at once")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", 30*time.Second, "how long a reply may take to be written before the connection is dropped")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running commands may finish after a shutdown signal")
 	fs.DurationVar(&c.reconcileEvery, "reconcile-interval", 10*time.Second, "how often sandboxes are matched against the open sessions")
 	fs.IntVar(&l.MaxSessions, "max-sessions", l.MaxSessions, "open sessions allowed at once")
@@ -83,6 +85,9 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
+	if c.writeTimeout <= 0 {
+		return errors.New("--write-timeout must be longer than 0")
+	}
 	logger, err := newLogger(c.stderr, c.logLevel, c.logFormat)
 	if err != nil {
 		return err
@@ -113,7 +118,10 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	server := rpc.NewServer(svc, rpc.ServerOptions{MaxMessageBytes: c.maxMessageBytes, MaxReplyBytes: c.maxReplyBytes, MaxConnections: c.maxConnections})
+	server := rpc.NewServer(svc, rpc.ServerOptions{
+		MaxMessageBytes: c.maxMessageBytes, MaxReplyBytes: c.maxReplyBytes, MaxConnections: c.maxConnections,
+		WriteTimeout: c.writeTimeout,
+	})
 	listener, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		svc.Close(context.Background())
