@@ -536,3 +536,35 @@ func TestAttackSlowlorisUpgrade(t *testing.T) {
 	mu.Unlock()
 	a.end(100, fmt.Sprintf("conns=%d held_at_5s=%d last_cut_after=%s", conns, heldAt5s, last.Round(100*time.Millisecond)))
 }
+
+// Many connections each send a request head just under net/http's default
+// limit (1 MB) and never end it. What each may hold until ReadHeaderTimeout
+// cuts it is bounded by MaxHeaderBytes: over it, the server answers 431.
+func TestAttackFatHeaders(t *testing.T) {
+	a := beginAttack(t, "fat-headers")
+	const conns = 300
+	head := "GET /ws/jsonrpc HTTP/1.1\r\nHost: " + a.srv.addr + "\r\n"
+	line := "X-Fat: " + strings.Repeat("f", 8000) + "\r\n"
+	var wg sync.WaitGroup
+	var refused atomic.Int64
+	for range conns {
+		nc, err := net.Dial("tcp", a.srv.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		wg.Go(func() {
+			nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.WriteString(nc, head+strings.Repeat(line, 125)); err != nil { // 1000 KB
+				return
+			}
+			nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+			status, _ := bufio.NewReader(nc).ReadString('\n')
+			if strings.Contains(status, " 431 ") {
+				refused.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	a.end(100, fmt.Sprintf("conns=%d answered_431=%d", conns, refused.Load()))
+}

@@ -19,6 +19,10 @@ import (
 	"github.com/codebeaker/codebeaker/sandbox/docker"
 )
 
+// maxHeaderBytes bounds an HTTP request head, the upgrade request
+// included (cookies and all).
+const maxHeaderBytes = 32 << 10
+
 // serveCommand is `codebeaker serve`.
 type serveCommand struct {
 	stdout, stderr io.Writer
@@ -127,7 +131,14 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 		svc.Close(context.Background())
 		return fmt.Errorf("listen on %s: %w", c.addr, err)
 	}
-	httpServer := &http.Server{Handler: server.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	httpServer := &http.Server{
+		Handler: server.Handler(),
+		// A client must send its request head within 10 s.
+		ReadHeaderTimeout: 10 * time.Second,
+		// A WebSocket upgrade's head is well under 8 KB; net/http's default
+		// of 1 MB let 300 unfinished heads hold 450 MB.
+		MaxHeaderBytes: maxHeaderBytes,
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpServer.Serve(listener) }()
 	logger.Info().Str("addr", listener.Addr().String()).Str("dataDir", c.dataDir).Msg("serving")
