@@ -26,6 +26,7 @@ type ServerOptions struct {
 	MaxConnections     int   // WebSocket connections open at once
 	WriteTimeout       time.Duration
 	PongTimeout        time.Duration // a peer silent this long, pings unanswered, is dropped
+	IdleTimeout        time.Duration // a connection with no request for this long is closed
 }
 
 // Server serves /health and the JSON-RPC WebSocket endpoint.
@@ -62,6 +63,9 @@ func NewServer(svc *Service, opts ServerOptions) *Server {
 	}
 	if opts.PongTimeout == 0 {
 		opts.PongTimeout = time.Minute
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 5 * time.Minute
 	}
 	s := &Server{
 		svc:    svc,
@@ -220,6 +224,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// network, a killed client): its connection is closed rather than kept.
 	conn.SetReadDeadline(time.Now().Add(s.opts.PongTimeout))
 	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(s.opts.PongTimeout)) })
+	idle := newIdleCloser(s.opts.IdleTimeout, func() {
+		logger.Debug().Dur("idleTimeout", s.opts.IdleTimeout).Msg("closing an idle connection")
+		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure,
+			"no request for "+s.opts.IdleTimeout.String()), time.Now().Add(time.Second))
+		conn.Close()
+	})
+	defer idle.stop()
 	stopPings := make(chan struct{})
 	defer close(stopPings)
 	go func() {
@@ -253,6 +264,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		conn.SetReadDeadline(time.Now().Add(s.opts.PongTimeout)) // any frame shows the peer is there
+		idle.begin()
 		frame, err := io.ReadAll(io.LimitReader(rd, s.opts.MaxMessageBytes+1))
 		if err != nil {
 			return
@@ -262,6 +274,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			write(tooLarge(s.opts.MaxMessageBytes))
+			idle.end()
 			continue
 		}
 		inFlight <- struct{}{}
@@ -269,6 +282,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		last = t
 		handlers.Go(func() {
 			defer func() { <-inFlight }()
+			defer idle.end()
 			defer t.admitted()
 			hctx := withTurn(ctx, t)
 			if isBatch(frame) {

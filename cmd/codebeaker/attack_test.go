@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -567,4 +568,114 @@ func TestAttackFatHeaders(t *testing.T) {
 	}
 	wg.Wait()
 	a.end(100, fmt.Sprintf("conns=%d answered_431=%d", conns, refused.Load()))
+}
+
+// HTTP keep-alive connections left idle after one request are closed after
+// the idle timeout, not held for ever.
+func TestAttackKeepAlive(t *testing.T) {
+	const idle = 2 * time.Second
+	a := beginAttack(t, "keepalive-idle", "--idle-connection-timeout", idle.String())
+	const conns = 500
+	var ncs []net.Conn
+	for range conns {
+		nc, err := net.Dial("tcp", a.srv.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		fmt.Fprintf(nc, "GET /none HTTP/1.1\r\nHost: %s\r\n\r\n", a.srv.addr)
+		ncs = append(ncs, nc)
+	}
+	for _, nc := range ncs {
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	time.Sleep(idle + 2*time.Second)
+	held := 0
+	for _, nc := range ncs {
+		nc.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		var b [1]byte
+		if _, err := nc.Read(b[:]); isTimeout(err) {
+			held++
+		}
+	}
+	if held > 0 {
+		t.Errorf("%d of %d idle keep-alive connections still open %s after their request, idle timeout %s", held, conns, idle+2*time.Second, idle)
+	}
+	a.end(100, fmt.Sprintf("conns=%d held_after_%s=%d", conns, idle+2*time.Second, held))
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// WebSocket connections that never send a request fill the connection cap:
+// half of them answer pings, half read nothing at all. The cap refuses the
+// next one; after the idle timeout all of them are closed and the slots are
+// free again.
+func TestAttackIdleConnections(t *testing.T) {
+	const idle = 3 * time.Second
+	a := beginAttack(t, "idle-websockets", "--idle-connection-timeout", idle.String(), "--max-connections", "256")
+	var answering, silent []*websocket.Conn
+	closedAnswering := make(chan struct{}, 128)
+	for i := range 256 {
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+a.srv.addr+"/ws/jsonrpc", nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		defer ws.Close()
+		if i%2 == 0 {
+			answering = append(answering, ws)
+			go func() { // reads, so it answers pings
+				for {
+					if _, _, err := ws.NextReader(); err != nil {
+						closedAnswering <- struct{}{}
+						return
+					}
+				}
+			}()
+		} else {
+			silent = append(silent, ws)
+		}
+	}
+	_, resp, err := websocket.DefaultDialer.Dial("ws://"+a.srv.addr+"/ws/jsonrpc", nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("connection 257 over the cap: %v %v, want HTTP 503", resp, err)
+	}
+
+	wait := idle + 5*time.Second
+	timeout := time.After(wait)
+	gone := 0
+loop:
+	for gone < len(answering) {
+		select {
+		case <-closedAnswering:
+			gone++
+		case <-timeout:
+			break loop
+		}
+	}
+	heldSilent := 0
+	for _, ws := range silent {
+		ws.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		for {
+			if _, _, err := ws.NextReader(); err != nil {
+				if isTimeout(err) {
+					heldSilent++
+				}
+				break
+			}
+		}
+	}
+	if gone < len(answering) || heldSilent > 0 {
+		t.Errorf("%s after the last request: %d of %d idle connections that answer pings and %d of %d that read nothing are still open (idle timeout %s)",
+			wait, len(answering)-gone, len(answering), heldSilent, len(silent), idle)
+	}
+	a.end(100, fmt.Sprintf("conns=256 answering_closed=%d/%d silent_held=%d/%d within=%s", gone, len(answering), heldSilent, len(silent), wait))
 }

@@ -35,6 +35,7 @@ type serveCommand struct {
 	maxReplyBytes   int
 	maxConnections  int
 	writeTimeout    time.Duration
+	idleConnTimeout time.Duration
 	shutdownTimeout time.Duration
 	reconcileEvery  time.Duration
 	limits          rpc.Limits
@@ -53,6 +54,7 @@ func (c *serveCommand) flags() *flag.FlagSet {
 	fs.IntVar(&c.maxReplyBytes, "max-reply-bytes", 32<<20, "largest reply sent, in `bytes`; a larger one becomes an error")
 	fs.IntVar(&c.maxConnections, "max-connections", 256, "WebSocket connections open at once")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 30*time.Second, "how long a reply may take to be written before the connection is dropped")
+	fs.DurationVar(&c.idleConnTimeout, "idle-connection-timeout", 5*time.Minute, "a connection with no request for this long is closed")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running commands may finish after a shutdown signal")
 	fs.DurationVar(&c.reconcileEvery, "reconcile-interval", 10*time.Second, "how often sandboxes are matched against the open sessions")
 	fs.IntVar(&l.MaxSessions, "max-sessions", l.MaxSessions, "open sessions allowed at once")
@@ -89,8 +91,8 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
-	if c.writeTimeout <= 0 {
-		return errors.New("--write-timeout must be longer than 0")
+	if c.writeTimeout <= 0 || c.idleConnTimeout <= 0 {
+		return errors.New("--write-timeout and --idle-connection-timeout must be longer than 0")
 	}
 	logger, err := newLogger(c.stderr, c.logLevel, c.logFormat)
 	if err != nil {
@@ -124,7 +126,7 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	}
 	server := rpc.NewServer(svc, rpc.ServerOptions{
 		MaxMessageBytes: c.maxMessageBytes, MaxReplyBytes: c.maxReplyBytes, MaxConnections: c.maxConnections,
-		WriteTimeout: c.writeTimeout,
+		WriteTimeout: c.writeTimeout, IdleTimeout: c.idleConnTimeout,
 	})
 	listener, err := net.Listen("tcp", c.addr)
 	if err != nil {
@@ -133,8 +135,11 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	}
 	httpServer := &http.Server{
 		Handler: server.Handler(),
-		// A client must send its request head within 10 s.
+		// A client must send its request head within 10 s, and may keep an
+		// HTTP connection open between requests only as long as an idle
+		// WebSocket.
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       c.idleConnTimeout,
 		// A WebSocket upgrade's head is well under 8 KB; net/http's default
 		// of 1 MB let 300 unfinished heads hold 450 MB.
 		MaxHeaderBytes: maxHeaderBytes,
