@@ -223,7 +223,16 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// A peer that answers no ping for PongTimeout is gone (a dropped
 	// network, a killed client): its connection is closed rather than kept.
 	conn.SetReadDeadline(time.Now().Add(s.opts.PongTimeout))
-	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(s.opts.PongTimeout)) })
+	pace := controlPace{interval: controlFrameInterval}
+	conn.SetPongHandler(func(string) error {
+		pace.wait()
+		return conn.SetReadDeadline(time.Now().Add(s.opts.PongTimeout))
+	})
+	conn.SetPingHandler(func(data string) error {
+		pace.wait()
+		// Waits for a reply being written as long as that may take.
+		return conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.opts.WriteTimeout))
+	})
 	idle := newIdleCloser(s.opts.IdleTimeout, func() {
 		logger.Debug().Dur("idleTimeout", s.opts.IdleTimeout).Msg("closing an idle connection")
 		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure,

@@ -437,6 +437,71 @@ func TestAttackPipeline(t *testing.T) {
 	a.end(100, fmt.Sprintf("sent_when_stuck=%d sent=%d other_client_worst=%s %s", stuckAt, sent.Load(), worst.Round(time.Millisecond), cut))
 }
 
+// Clients send control frames as fast as they can: pings (half of them
+// never reading the pongs) and unasked pongs. Each costs the server a read,
+// a ping also a write; unpaced, 16 such connections made /health take half a
+// second and 24 took more than a core. The server paces them, so the flood
+// slows only itself.
+func TestAttackPingFlood(t *testing.T) {
+	a := beginAttack(t, "ping-flood")
+	const conns = 24
+	var sent, pongs atomic.Int64
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(5 * time.Second)
+	payload := []byte(strings.Repeat("p", 125)) // the largest a control frame may carry
+	for i := range conns {
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+a.srv.addr+"/ws/jsonrpc", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		kind := websocket.PingMessage
+		switch i % 3 {
+		case 0: // pings, and reads the pongs
+			ws.SetPongHandler(func(string) error { pongs.Add(1); return nil })
+			go func() {
+				for {
+					if _, _, err := ws.NextReader(); err != nil {
+						return
+					}
+				}
+			}()
+		case 2:
+			kind = websocket.PongMessage
+		}
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				if ws.WriteControl(kind, payload, deadline) != nil {
+					return
+				}
+				sent.Add(1)
+			}
+		})
+	}
+	// A client that behaves is served during the flood.
+	c, err := dial(a.srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.ws.Close()
+	var worst time.Duration
+	for time.Now().Before(deadline) {
+		start := time.Now()
+		if e, err := c.call("session.list", map[string]any{}, nil); err != nil || e != nil {
+			t.Fatalf("a client is not served during the control frame flood: %v %v", e, err)
+		}
+		worst = max(worst, time.Since(start))
+		time.Sleep(100 * time.Millisecond)
+	}
+	wg.Wait()
+	cpu := a.end(100, fmt.Sprintf("conns=%d control_frames_sent=%d pongs_received=%d other_client_worst=%s",
+		conns, sent.Load(), pongs.Load(), worst.Round(time.Millisecond)))
+	// Eight connections read their pongs: ten a second each at most.
+	if pongs.Load() > 8*60 || cpu > 1500*time.Millisecond {
+		t.Errorf("a flood of control frames from %d connections for 5 s was answered with %d pongs and cost the server %s of CPU", conns, pongs.Load(), cpu)
+	}
+}
+
 // 64 connections send requests as fast as the server answers them.
 func TestAttackRequestFlood(t *testing.T) {
 	a := beginAttack(t, "request-flood")
