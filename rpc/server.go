@@ -26,6 +26,7 @@ type ServerOptions struct {
 	MaxConnections     int   // WebSocket connections open at once
 	WriteTimeout       time.Duration
 	PongTimeout        time.Duration // a peer silent this long, pings unanswered, is dropped
+	IdleTimeout        time.Duration // a connection with no request for this long is closed
 }
 
 // Server serves /health and the JSON-RPC WebSocket endpoint.
@@ -62,6 +63,9 @@ func NewServer(svc *Service, opts ServerOptions) *Server {
 	}
 	if opts.PongTimeout == 0 {
 		opts.PongTimeout = time.Minute
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 5 * time.Minute
 	}
 	s := &Server{
 		svc:    svc,
@@ -212,12 +216,30 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		conn.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 		if err := conn.WriteMessage(websocket.TextMessage, frame); err != nil {
 			logger.Debug().Err(err).Msg("cannot write a reply")
+			// A peer that does not take its replies gets no more work done.
+			conn.Close()
 		}
 	}
 	// A peer that answers no ping for PongTimeout is gone (a dropped
 	// network, a killed client): its connection is closed rather than kept.
 	conn.SetReadDeadline(time.Now().Add(s.opts.PongTimeout))
-	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(s.opts.PongTimeout)) })
+	pace := controlPace{interval: controlFrameInterval}
+	conn.SetPongHandler(func(string) error {
+		pace.wait()
+		return conn.SetReadDeadline(time.Now().Add(s.opts.PongTimeout))
+	})
+	conn.SetPingHandler(func(data string) error {
+		pace.wait()
+		// Waits for a reply being written as long as that may take.
+		return conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.opts.WriteTimeout))
+	})
+	idle := newIdleCloser(s.opts.IdleTimeout, func() {
+		logger.Debug().Dur("idleTimeout", s.opts.IdleTimeout).Msg("closing an idle connection")
+		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure,
+			"no request for "+s.opts.IdleTimeout.String()), time.Now().Add(time.Second))
+		conn.Close()
+	})
+	defer idle.stop()
 	stopPings := make(chan struct{})
 	defer close(stopPings)
 	go func() {
@@ -232,6 +254,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 				err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.opts.WriteTimeout))
 				writeMu.Unlock()
 				if err != nil {
+					conn.Close()
 					return
 				}
 			}
@@ -250,6 +273,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		conn.SetReadDeadline(time.Now().Add(s.opts.PongTimeout)) // any frame shows the peer is there
+		idle.begin()
 		frame, err := io.ReadAll(io.LimitReader(rd, s.opts.MaxMessageBytes+1))
 		if err != nil {
 			return
@@ -259,6 +283,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			write(tooLarge(s.opts.MaxMessageBytes))
+			idle.end()
 			continue
 		}
 		inFlight <- struct{}{}
@@ -266,6 +291,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		last = t
 		handlers.Go(func() {
 			defer func() { <-inFlight }()
+			defer idle.end()
 			defer t.admitted()
 			hctx := withTurn(ctx, t)
 			if isBatch(frame) {

@@ -1,14 +1,17 @@
 package rpc_test
 
 import (
+	"context"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/rpc/jsonrpc"
 )
 
 // A peer that answers pings keeps its connection however idle it is; one
@@ -30,5 +33,36 @@ func TestDeadPeersAreDropped(t *testing.T) {
 	var netErr net.Error
 	if err == nil || (errors.As(err, &netErr) && netErr.Timeout()) {
 		t.Errorf("the silent connection is still open: %v", err)
+	}
+}
+
+// A connection with no request for IdleTimeout is closed with the reason,
+// also when it answers pings; a request still running keeps it open.
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	ts := newTestServer(t, func(_ *rpc.Config, o *rpc.ServerOptions) { o.IdleTimeout = 500 * time.Millisecond })
+	ts.server.Register("test.sleep", jsonrpc.HandlerFunc(func(context.Context, *jsonrpc.Request) (any, error) {
+		time.Sleep(1500 * time.Millisecond)
+		return "slept", nil
+	}))
+	ws, _, err := websocket.DefaultDialer.Dial(ts.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"jsonrpc":"2.0","id":1,"method":"test.sleep"}`)); err != nil {
+		t.Fatal(err)
+	}
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, reply, err := ws.ReadMessage(); err != nil || !strings.Contains(string(reply), "slept") {
+		t.Fatalf("a request running longer than the idle timeout got %s, %v", reply, err)
+	}
+	replied := time.Now()
+	_, _, err = ws.ReadMessage()
+	var closeErr *websocket.CloseError
+	if !errors.As(err, &closeErr) || closeErr.Code != websocket.CloseNormalClosure || closeErr.Text != "no request for 500ms" {
+		t.Fatalf("an idle connection ended with %v, want a close frame saying why", err)
+	}
+	if idle := time.Since(replied); idle < 400*time.Millisecond || idle > 3*time.Second {
+		t.Errorf("closed %s after the last reply, idle timeout 500ms", idle)
 	}
 }

@@ -53,7 +53,8 @@ type server struct {
 	dataDir string
 }
 
-func startServer(t *testing.T, dataDir string) *server {
+// startServer starts the binary on dataDir; flags are added to its defaults.
+func startServer(t *testing.T, dataDir string, flags ...string) *server {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -66,7 +67,8 @@ func startServer(t *testing.T, dataDir string) *server {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	cmd := exec.Command(binary, "serve", "--addr", addr, "--data-dir", dataDir, "--log-format", "json", "--reconcile-interval", "500ms")
+	args := append([]string{"serve", "--addr", addr, "--data-dir", dataDir, "--log-format", "json", "--reconcile-interval", "500ms"}, flags...)
+	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

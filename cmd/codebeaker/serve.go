@@ -20,6 +20,10 @@ import (
 	"github.com/codebeaker/codebeaker/sandbox/docker"
 )
 
+// maxHeaderBytes bounds an HTTP request head, the upgrade request
+// included (cookies and all).
+const maxHeaderBytes = 32 << 10
+
 // serveCommand is `codebeaker serve`.
 type serveCommand struct {
 	stdout, stderr io.Writer
@@ -31,6 +35,8 @@ type serveCommand struct {
 	maxMessageBytes int64
 	maxReplyBytes   int
 	maxConnections  int
+	writeTimeout    time.Duration
+	idleConnTimeout time.Duration
 	shutdownTimeout time.Duration
 	reconcileEvery  time.Duration
 	allowedImages   string
@@ -49,6 +55,8 @@ func (c *serveCommand) flags() *flag.FlagSet {
 	fs.Int64Var(&c.maxMessageBytes, "max-message-bytes", 16<<20, "largest JSON-RPC message accepted, in `bytes`")
 	fs.IntVar(&c.maxReplyBytes, "max-reply-bytes", 32<<20, "largest reply sent, in `bytes`; a larger one becomes an error")
 	fs.IntVar(&c.maxConnections, "max-connections", 256, "WebSocket connections open at once")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", 30*time.Second, "how long a reply may take to be written before the connection is dropped")
+	fs.DurationVar(&c.idleConnTimeout, "idle-connection-timeout", 5*time.Minute, "a connection with no request for this long is closed")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running commands may finish after a shutdown signal")
 	fs.DurationVar(&c.reconcileEvery, "reconcile-interval", 10*time.Second, "how often sandboxes are matched against the open sessions")
 	fs.StringVar(&c.allowedImages, "allowed-images", "", "comma-separated `patterns` (path.Match, on an image's name with or without its tag) of images dockerImage may name besides the CodeBeaker runtime images")
@@ -86,6 +94,9 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
+	if c.writeTimeout <= 0 || c.idleConnTimeout <= 0 {
+		return errors.New("--write-timeout and --idle-connection-timeout must be longer than 0")
+	}
 	logger, err := newLogger(c.stderr, c.logLevel, c.logFormat)
 	if err != nil {
 		return err
@@ -122,13 +133,26 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	server := rpc.NewServer(svc, rpc.ServerOptions{MaxMessageBytes: c.maxMessageBytes, MaxReplyBytes: c.maxReplyBytes, MaxConnections: c.maxConnections})
+	server := rpc.NewServer(svc, rpc.ServerOptions{
+		MaxMessageBytes: c.maxMessageBytes, MaxReplyBytes: c.maxReplyBytes, MaxConnections: c.maxConnections,
+		WriteTimeout: c.writeTimeout, IdleTimeout: c.idleConnTimeout,
+	})
 	listener, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		svc.Close(context.Background())
 		return fmt.Errorf("listen on %s: %w", c.addr, err)
 	}
-	httpServer := &http.Server{Handler: server.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	httpServer := &http.Server{
+		Handler: server.Handler(),
+		// A client must send its request head within 10 s, and may keep an
+		// HTTP connection open between requests only as long as an idle
+		// WebSocket.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       c.idleConnTimeout,
+		// A WebSocket upgrade's head is well under 8 KB; net/http's default
+		// of 1 MB let 300 unfinished heads hold 450 MB.
+		MaxHeaderBytes: maxHeaderBytes,
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpServer.Serve(listener) }()
 	logger.Info().Str("addr", listener.Addr().String()).Str("dataDir", c.dataDir).Msg("serving")

@@ -103,17 +103,20 @@ func (d *Dispatcher) Handle(ctx context.Context, frame []byte) []byte {
 		return d.call(ctx, req)
 	}
 
-	var elems []json.RawMessage
-	if err := json.Unmarshal(frame, &elems); err != nil { // unreachable after json.Valid
-		return d.reply(ctx, &Request{}, nil, errParse)
-	}
 	limit := orDefault(d.MaxBatch, 100)
+	var elems [][]byte
+	n := 0
+	elements(frame, func(elem []byte) {
+		if n++; n <= limit {
+			elems = append(elems, elem)
+		}
+	})
 	switch {
-	case len(elems) == 0:
+	case n == 0:
 		return d.reply(ctx, &Request{}, nil, invalidRequest("empty batch"))
-	case len(elems) > limit:
+	case n > limit:
 		return d.reply(ctx, &Request{}, nil, invalidRequest(
-			fmt.Sprintf("batch of %d requests exceeds the limit of %d", len(elems), limit)))
+			fmt.Sprintf("batch of %d requests exceeds the limit of %d", n, limit)))
 	}
 
 	replies := make([][]byte, len(elems))
@@ -152,35 +155,48 @@ func (d *Dispatcher) Handle(ctx context.Context, frame []byte) []byte {
 	return append(out, ']')
 }
 
-// parse checks one message against the specification's Request object. On
-// error the returned request still carries the id if a valid one was read,
-// so that the Invalid Request reply can echo it.
-func parse(raw json.RawMessage) (*Request, *Error) {
+// parse checks one message, valid JSON, against the specification's Request
+// object. On error the returned request still carries the id if a valid one
+// was read, so that the Invalid Request reply can echo it. The request keeps
+// copies, not the frame.
+func parse(raw []byte) (*Request, *Error) {
 	req := &Request{}
-	var m map[string]json.RawMessage
-	if first(raw) != '{' || json.Unmarshal(raw, &m) != nil {
+	if first(raw) != '{' {
 		return req, invalidRequest("request must be an object")
 	}
-	if id, ok := m["id"]; ok {
+	var id, version, method, params []byte // nil: absent; the last of equal names wins
+	members(raw, func(name, value []byte) {
+		switch string(name) {
+		case "id":
+			id = value
+		case "jsonrpc":
+			version = value
+		case "method":
+			method = value
+		case "params":
+			params = value
+		}
+	})
+	if id != nil {
 		switch c := first(id); {
 		case c == '"' || c == 'n' || c == '-' || '0' <= c && c <= '9':
-			req.ID = id
+			req.ID = bytes.Clone(id)
 		default:
 			return req, invalidRequest(`"id" must be a string, a number or null`)
 		}
 	}
-	var version string
-	if json.Unmarshal(m["jsonrpc"], &version) != nil || version != "2.0" {
+	var v string
+	if json.Unmarshal(version, &v) != nil || v != "2.0" {
 		return req, invalidRequest(`"jsonrpc" must be "2.0"`)
 	}
-	if first(m["method"]) != '"' || json.Unmarshal(m["method"], &req.Method) != nil {
+	if first(method) != '"' || json.Unmarshal(method, &req.Method) != nil {
 		return req, invalidRequest(`"method" must be a string`)
 	}
-	if p, ok := m["params"]; ok {
-		if c := first(p); c != '{' && c != '[' {
+	if params != nil {
+		if c := first(params); c != '{' && c != '[' {
 			return req, invalidRequest(`"params" must be an object or an array`)
 		}
-		req.Params = p
+		req.Params = bytes.Clone(params)
 	}
 	return req, nil
 }

@@ -20,6 +20,9 @@
 //     results become -32603 Internal error without data; the detail (which
 //     may hold host paths or a stack trace) goes to Dispatcher.OnInternalError.
 //   - No input makes Handle panic.
+//   - What a frame costs to decode grows with its bytes, not with its nesting
+//     or the number of members or elements in it: a batch over the limit is
+//     refused and unknown members are skipped without a copy of each.
 //
 // Two choices the specification leaves open:
 //
