@@ -19,13 +19,12 @@
 // runs as the container's root (no capabilities), which the sandbox user
 // cannot signal either.
 //
-// Open: the engine starts each exec while holding the container's lock,
-// and the exec's setup (runc init) becomes the sandbox user just before it
-// runs the program. A process of the sandbox user still running between
-// commands can stop that setup, and with it every engine call on the
-// container (restart and remove included) until the setup goes on.
-// Exec and the session's close stay bounded, but the container is then
-// removed only when the engine lets go of it.
+// A process of the sandbox user left running by an earlier command can
+// stop the next command's exec before it runs (the engine's runc init
+// turns into the sandbox user just before it execs the program), and the
+// engine's calls that wait for the container's lock with it. That command
+// then times out, and its kill ends the stopped setup with the rest, since
+// it has joined the container's pid namespace: the engine lets go.
 //
 // Every container carries LabelSession, so a reconciler can find the ones a
 // crashed server left behind.

@@ -430,3 +430,36 @@ func TestTimeoutCost(t *testing.T) {
 		t.Errorf("after the timeouts: %q", got)
 	}
 }
+
+// TestBackgroundStopStorm: a stop storm that an earlier command left
+// running stops the next command's exec before it runs (the engine's
+// runc init becomes the sandbox user first), and the engine's start of
+// it with it. The next command times out, and its kill ends both.
+func TestBackgroundStopStorm(t *testing.T) {
+	r := newRuntime(t)
+	c, _, _ := newContainer(t, r, nil)
+	run(t, c, "sh", "-c", `setsid sh -c 'while :; do kill -STOP -1; done' </dev/null >/dev/null 2>&1 &`)
+	time.Sleep(500 * time.Millisecond)
+	type outcome struct {
+		res sandbox.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	start := time.Now()
+	go func() {
+		res, err := c.Exec(context.Background(), sandbox.Process{Args: []string{"echo", "hi"}, Timeout: 3 * time.Second})
+		done <- outcome{res, err}
+	}()
+	select {
+	case o := <-done:
+		t.Logf("the next command answered after %v: timedOut %v, stdout %q, err %v", time.Since(start).Round(time.Millisecond), o.res.TimedOut, o.res.Stdout, o.err)
+		if o.err != nil {
+			t.Fatalf("the next command: %v", o.err)
+		}
+	case <-time.After(3*time.Second + 20*time.Second):
+		t.Fatal("the command after a background stop storm has not answered after 23 s")
+	}
+	if got := run(t, c, "echo", "alive"); got != "alive\n" {
+		t.Errorf("after the storm was killed: %q", got)
+	}
+}
