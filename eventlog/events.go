@@ -25,7 +25,7 @@ const (
 	SessionClosing      Type = "SessionClosing"      // the session is being torn down
 	SessionClosed       Type = "SessionClosed"       // the sandbox is gone; nothing more happens
 	SessionRecovered    Type = "SessionRecovered"    // a restarted server took the session's sandbox back
-	CommandInterrupted  Type = "CommandInterrupted"  // the server stopped while a command ran; it has no result
+	CommandInterrupted  Type = "CommandInterrupted"  // the server stopped, or the session closed, while a command ran; it has no result
 	ContainerRemoved    Type = "ContainerRemoved"    // a sandbox no open session owned was removed
 )
 

@@ -1,8 +1,8 @@
 //go:build disruptive
 
-// This test restarts the machine's Docker engine, so it is built only with
-// -tags disruptive and run on its own (scripts/test.sh does, after the other
-// tests): an engine restart would break tests running beside it.
+// These tests restart or stop the machine's Docker engine, so they are
+// built only with -tags disruptive and run on their own (scripts/test.sh
+// does, after the other tests): they would break tests running beside them.
 
 package rpc_test
 
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/codebeaker/codebeaker/eventlog"
+	"github.com/codebeaker/codebeaker/rpc"
 )
 
 func TestEngineRestart(t *testing.T) {
@@ -24,11 +25,7 @@ func TestEngineRestart(t *testing.T) {
 	sid := c.create(map[string]any{"language": "python"})
 	c.mustSucceed(sid, map[string]any{"type": "write_file", "path": "a.txt", "content": "before"})
 
-	pidText, err := os.ReadFile("/var/run/docker.pid")
-	if err != nil {
-		t.Fatalf("cannot find dockerd: %v", err)
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidText)))
+	pid := dockerdPid(t)
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatalf("stop dockerd: %v", err)
 	}
@@ -47,4 +44,35 @@ func TestEngineRestart(t *testing.T) {
 	if !hasEvent(events, eventlog.SessionRecovered, nil) {
 		t.Error("no SessionRecovered after the engine restart")
 	}
+}
+
+func dockerdPid(t *testing.T) int {
+	t.Helper()
+	pidText, err := os.ReadFile("/var/run/docker.pid")
+	if err != nil {
+		t.Fatalf("cannot find dockerd: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(pidText)))
+	if err != nil {
+		t.Fatalf("dockerd's pid file: %v", err)
+	}
+	return pid
+}
+
+// TestCloseWhileEngineStopped is TestCloseWhileEngineHangs with the real
+// engine stopped (SIGSTOP to dockerd) rather than a proxy holding its
+// traffic.
+func TestCloseWhileEngineStopped(t *testing.T) {
+	ts := newTestServer(t, func(cfg *rpc.Config, _ *rpc.ServerOptions) { cfg.ReconcileInterval = 500 * time.Millisecond })
+	pid := dockerdPid(t)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) }) // whatever happens; before the server's cleanup
+	closeWhileEngineHangs(t, ts, func() {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatalf("stop dockerd: %v", err)
+		}
+	}, func() {
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			t.Errorf("continue dockerd: %v", err)
+		}
+	})
 }

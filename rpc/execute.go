@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -108,7 +109,7 @@ func (s *Service) worker(l *liveSession) {
 func (s *Service) runJob(l *liveSession, j *job) jobResult {
 	ctx := s.cfg.Logger.With().Str("session", l.id).Logger().WithContext(l.ctx)
 	id := ulid.Make().String()
-	if _, err := s.log.Append(ctx, eventlog.Record{SessionID: l.id, Type: eventlog.CommandStarted, Data: eventlog.CommandStartedData{
+	if err := s.appendOpen(ctx, l, eventlog.Record{SessionID: l.id, Type: eventlog.CommandStarted, Data: eventlog.CommandStartedData{
 		CommandID: id, Type: j.cmd.Type, Command: auditCopy(j.raw, j.cmd.Type, s.cfg.Limits.StoredOutputBytes),
 	}}); err != nil {
 		return jobResult{err: err}
@@ -137,7 +138,11 @@ func (s *Service) runJob(l *liveSession, j *job) jobResult {
 	rec.CommandID, rec.Type, rec.Success, rec.Error, rec.DurationMs = id, j.cmd.Type, o.success, o.err, took.Milliseconds()
 	rec.Error, _ = eventlog.Cut(rec.Error, s.cfg.Limits.StoredOutputBytes) // execute_code's error is its stderr
 	rec.SetOutput(o.stdout, o.stderr, s.cfg.Limits.StoredOutputBytes)
-	if _, err := s.log.Append(context.WithoutCancel(ctx), eventlog.Record{SessionID: l.id, Type: eventlog.CommandCompleted, Data: rec}); err != nil {
+	if err := s.appendOpen(context.WithoutCancel(ctx), l, eventlog.Record{SessionID: l.id, Type: eventlog.CommandCompleted, Data: rec}); err != nil {
+		if errors.Is(err, ErrSessionClosed) { // the close recorded it interrupted
+			msg := "the session was closed while the command ran"
+			return jobResult{env: Envelope{Result: o.result, Error: &msg, DurationMs: took.Milliseconds()}}
+		}
 		return jobResult{err: err}
 	}
 	return jobResult{env: env}

@@ -133,9 +133,9 @@ func (s *Service) attach(ctx context.Context, l *liveSession) (sandbox.Sandbox, 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.log.Append(context.WithoutCancel(ctx), eventlog.Record{SessionID: l.id, Type: eventlog.SessionRecovered,
+	if err := s.appendOpen(context.WithoutCancel(ctx), l, eventlog.Record{SessionID: l.id, Type: eventlog.SessionRecovered,
 		Data: eventlog.SessionRecoveredData{ContainerID: box.ID(), Restored: restored}}); err != nil {
-		box.Close(ctx)
+		box.Close(ctx) // a session closed meanwhile: nobody else would remove it
 		return nil, err
 	}
 	s.cfg.Logger.Info().Str("session", l.id).Str("container", box.ID()).Bool("restored", restored).Msg("session recovered")
@@ -169,8 +169,9 @@ func (s *Service) exec(ctx context.Context, l *liveSession, p sandbox.Process) (
 	}
 }
 
-// removeSandbox removes the session's sandbox, attached or not.
-func (s *Service) removeSandbox(ctx context.Context, l *liveSession) error {
+// removeSandbox removes the session's sandbox, attached or not;
+// containerID is the one the log names.
+func (s *Service) removeSandbox(ctx context.Context, l *liveSession, containerID string) error {
 	l.boxMu.Lock()
 	defer l.boxMu.Unlock()
 	box := l.box
@@ -178,9 +179,8 @@ func (s *Service) removeSandbox(ctx context.Context, l *liveSession) error {
 	if box != nil {
 		return box.Close(ctx)
 	}
-	view, _ := s.view.Get(l.id)
-	if r, ok := l.runtime.(sandbox.Reattacher); ok && view.ContainerID != "" {
-		return r.Remove(ctx, view.ContainerID)
+	if r, ok := l.runtime.(sandbox.Reattacher); ok && containerID != "" {
+		return r.Remove(ctx, containerID)
 	}
 	if r, ok := l.runtime.(sandbox.Discarder); ok {
 		return r.Discard(ctx, l.spec)

@@ -110,6 +110,24 @@ type liveSession struct {
 
 	boxMu sync.Mutex
 	box   sandbox.Sandbox // nil until attached (after a restart) and while gone
+
+	// recMu is held while an event of the session's work is recorded, and
+	// while its close is: once sealed (SessionClosed is recorded), a
+	// worker that outlived the close records nothing more.
+	recMu  sync.Mutex
+	sealed bool
+}
+
+// appendOpen records an event of the session's work unless the session's
+// close is already recorded; then it records nothing and says so.
+func (s *Service) appendOpen(ctx context.Context, l *liveSession, rec eventlog.Record) error {
+	l.recMu.Lock()
+	defer l.recMu.Unlock()
+	if l.sealed {
+		return fmt.Errorf("%w: session %s was closed", ErrSessionClosed, l.id)
+	}
+	_, err := s.log.Append(ctx, rec)
+	return err
 }
 
 // Open opens the event log in cfg.DataDir, rebuilds the projection from it,
@@ -415,25 +433,45 @@ func (s *Service) closeSession(ctx context.Context, id, reason string) error {
 
 	logger := s.cfg.Logger.With().Str("session", id).Str("reason", reason).Logger()
 	ctx = context.WithoutCancel(ctx)
-	if v, _ := s.view.Get(id); v.State != projection.Closing { // a close a previous run began is finished, not begun again
+	view, _ := s.view.Get(id)
+	if view.State != projection.Closing { // a close a previous run began is finished, not begun again
 		if _, err := s.log.Append(ctx, eventlog.Record{SessionID: id, Type: eventlog.SessionClosing, Data: eventlog.SessionClosingData{Reason: reason}}); err != nil {
 			logger.Error().Err(err).Msg("cannot record session closing")
 		}
 	}
 	live.cancel() // kills a running command and fails the queued ones
-	<-live.done
+
+	// The teardown is bounded, but by the engine's deadlines, not by the
+	// close: the close waits for it only so long, and the session is
+	// closed either way. What the teardown could not remove, the
+	// reconciler removes (the container) or the next start (the workspace).
+	torn := make(chan []string, 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		torn <- s.teardown(ctx, live, view.ContainerID, logger)
+	}()
 	var problems []string
-	if err := s.removeSandbox(ctx, live); err != nil {
-		logger.Error().Err(err).Msg("cannot remove the sandbox")
-		problems = append(problems, "sandbox: "+err.Error())
-	}
-	if err := live.ws.Remove(); err != nil {
-		logger.Error().Err(err).Msg("cannot delete the workspace")
-		problems = append(problems, "workspace: could not be deleted")
+	select {
+	case problems = <-torn:
+	case <-time.After(closeWait):
+		logger.Warn().Msg("the sandbox is not removed yet: its removal goes on in the background")
+		problems = []string{"sandbox: not removed yet; it is removed in the background"}
 	}
 	s.mu.Lock()
 	delete(s.live, id)
 	s.mu.Unlock()
+
+	live.recMu.Lock()
+	defer live.recMu.Unlock()
+	live.sealed = true
+	if v, _ := s.view.Get(id); v.Running {
+		// Its worker has not recorded the end and no longer may.
+		if _, err := s.log.Append(ctx, eventlog.Record{SessionID: id, Type: eventlog.CommandInterrupted,
+			Data: eventlog.CommandInterruptedData{CommandID: v.RunningCommand}}); err != nil {
+			logger.Error().Err(err).Msg("cannot record the command interrupted")
+		}
+	}
 	if _, err := s.log.Append(ctx, eventlog.Record{SessionID: id, Type: eventlog.SessionClosed,
 		Data: eventlog.SessionClosedData{Reason: reason, Error: strings.Join(problems, "; ")}}); err != nil {
 		logger.Error().Err(err).Msg("cannot record session closed")
@@ -441,6 +479,37 @@ func (s *Service) closeSession(ctx context.Context, id, reason string) error {
 	}
 	logger.Info().Msg("session closed")
 	return nil
+}
+
+// closeWait is how long a close waits for its sandbox to be removed before
+// it records the session closed and leaves the rest to the background;
+// workerWait is how long the removal waits for the session's running
+// command to end (it is being killed) before it removes the sandbox under
+// it.
+const (
+	closeWait  = 5 * time.Second
+	workerWait = 2 * time.Second
+)
+
+// teardown removes a closing session's sandbox and workspace, and reports
+// what it could not remove. containerID is the sandbox the log names.
+func (s *Service) teardown(ctx context.Context, l *liveSession, containerID string, logger zerolog.Logger) []string {
+	select {
+	case <-l.done:
+	case <-time.After(workerWait):
+		logger.Warn().Msg("the running command has not ended yet: removing the sandbox under it")
+	}
+	var problems []string
+	if err := s.removeSandbox(ctx, l, containerID); err != nil {
+		logger.Error().Err(err).Msg("cannot remove the sandbox")
+		problems = append(problems, "sandbox: "+err.Error())
+	}
+	<-l.done // ends once its command's sandbox is gone
+	if err := l.ws.Remove(); err != nil {
+		logger.Error().Err(err).Msg("cannot delete the workspace")
+		problems = append(problems, "workspace: could not be deleted")
+	}
+	return problems
 }
 
 // missing tells an unknown session from one that has closed.

@@ -25,8 +25,8 @@ if [ $# -gt 0 ]; then
 	go test -race -count=1 -timeout 25m "$@"
 else
 	go test -race -count=1 -timeout 25m ./...
-	log "restarting the docker engine under a running server (alone: it disturbs other tests) ..."
-	go test -race -count=1 -timeout 5m -tags disruptive -run TestEngineRestart ./rpc
+	log "restarting and stopping the docker engine under a running server (alone: it disturbs other tests) ..."
+	go test -race -count=1 -timeout 5m -tags disruptive -run 'TestEngineRestart|TestCloseWhileEngineStopped' ./rpc
 	"$CODEBEAKER_ROOT/scripts/check-compose.sh"
 fi
 log "tests passed in $((SECONDS - started))s"

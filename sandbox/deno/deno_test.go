@@ -910,9 +910,11 @@ func TestDenoSuite(t *testing.T) {
 			Language: lang,
 			Scripts:  suiteScripts(sandboxtest.Echo, sandboxtest.Cat, sandboxtest.Env, sandboxtest.Write, sandboxtest.Flood, sandboxtest.Alloc),
 			Unsupported: map[string]string{
-				sandboxtest.Spawn:    "a deno session cannot start processes (--allow-run is never granted); see the AllowAll run",
-				sandboxtest.Procs:    "Deno reads /proc only with --allow-all, which no session gets; see the AllowAll run",
-				sandboxtest.ForkBomb: "a deno session cannot start processes (--allow-run is never granted); see the AllowAll run",
+				sandboxtest.Spawn:      "a deno session cannot start processes (--allow-run is never granted); see the AllowAll run",
+				sandboxtest.Procs:      "Deno reads /proc only with --allow-all, which no session gets; see the AllowAll run",
+				sandboxtest.ForkBomb:   "a deno session cannot start processes (--allow-run is never granted); see the AllowAll run",
+				sandboxtest.StopStorm:  "a deno session cannot signal processes (--allow-run is never granted); see the AllowAll run",
+				sandboxtest.SpawnStorm: "a deno session cannot start processes (--allow-run is never granted); see the AllowAll run",
 			},
 			New: harness(r, sandbox.Permissions{Env: []string{}}),
 		})
@@ -1005,6 +1007,29 @@ while (true) {
   } catch { /* out of pids: retry */ }
   await new Promise((r) => setTimeout(r, 1));
 }`,
+	sandboxtest.StopStorm: `
+writeAll(Deno.stdout, enc.encode("storming\n"));
+while (true) {
+  try { Deno.kill(-1, "SIGSTOP"); } catch { /* nothing it may stop */ }
+}`,
+	sandboxtest.SpawnStorm: `
+// Every process is this program: the top one (no argument) or a link of a
+// chain, detached with stdio on /dev/null.
+const next = () => {
+  for (;;) {
+    try {
+      new Deno.Command(Deno.execPath(), { args: ["run", "-A", import.meta.filename!, "chain"], stdin: "null", stdout: "null", stderr: "null", detached: true }).spawn();
+      return;
+    } catch { /* out of pids: retry */ }
+  }
+};
+if (Deno.args[0] === "chain") {
+  next();
+  Deno.exit(0);
+}
+writeAll(Deno.stdout, enc.encode("spawning\n"));
+for (let i = 0; i < 16; i++) next();
+setInterval(() => {}, 1 << 30);`,
 }
 
 // BenchmarkDenoExec is one command in a jail, the runtime alone (no

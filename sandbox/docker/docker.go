@@ -45,6 +45,16 @@ const apiTimeout = 30 * time.Second
 // stream is cut.
 const killGrace = 5 * time.Second
 
+// A kill restarts the container (see kill): each restart and each look at
+// what is left has its own deadline, and a kill tries killTries times, so
+// a command ends within about killTries*(killTimeout+topTimeout)+killGrace
+// of its timeout even when the engine hangs.
+const (
+	killTimeout = 15 * time.Second
+	topTimeout  = 5 * time.Second
+	killTries   = 2
+)
+
 // Runtime makes containers through the Docker Engine API.
 type Runtime struct {
 	api      *client.Client
@@ -206,8 +216,9 @@ type Container struct {
 	api *client.Client
 	id  string
 
-	mu       sync.Mutex
-	oomKills int64 // the cgroup's OOM kill count seen last
+	mu          sync.Mutex
+	oomKills    int64 // the cgroup's OOM kill count seen last
+	killPending bool  // a kill failed: the next Exec kills first
 }
 
 // ID returns the container id.
@@ -228,6 +239,12 @@ func (c *Container) Close(ctx context.Context) error {
 func (c *Container) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result, error) {
 	start := time.Now()
 	res := sandbox.Result{}
+	if c.mustKill() {
+		// An earlier kill failed: nothing runs beside what it may have left.
+		if err := c.kill(ctx); err != nil {
+			return res, err
+		}
+	}
 	execID, stream, err := c.start(ctx, p)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -257,7 +274,7 @@ func (c *Container) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result
 		defer t.Stop()
 		timeout = t.C
 	}
-	killed, restarted := false, false
+	killed := false
 	select {
 	case <-copied:
 	case <-timeout:
@@ -265,23 +282,29 @@ func (c *Container) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result
 	case <-ctx.Done():
 		killed = true
 	}
+	var killErr error
 	if killed {
-		if restarted, err = c.killAll(context.WithoutCancel(ctx)); err != nil {
-			return res, err
-		}
+		killErr = c.kill(ctx)
+		// The kill ends the stream; one the engine keeps open is cut.
 		select {
 		case <-copied:
 		case <-time.After(killGrace):
 			stream.Close()
-			<-copied
+			select { // closing the connection ends the copy; bounded all the same
+			case <-copied:
+			case <-time.After(time.Second):
+			}
 		}
 	}
 	res.Duration = time.Since(start)
 	res.Stdout, res.StdoutBytes, res.StdoutTruncated = stdout.Bytes(), stdout.Total(), stdout.Truncated()
 	res.Stderr, res.StderrBytes, res.StderrTruncated = stderr.Bytes(), stderr.Total(), stderr.Truncated()
+	if killErr != nil {
+		return res, killErr
+	}
 
 	exit := 137 // SIGKILLed with everything in the container
-	if !restarted {
+	if !killed {
 		if exit, err = c.exitCode(context.WithoutCancel(ctx), execID); err != nil {
 			return res, err
 		}
@@ -345,40 +368,91 @@ func (c *Container) engineError(what string, err error) error {
 	return unavailable(what, err)
 }
 
-// killAll ends every process of the sandbox user in the container. It
-// reports whether it had to restart the container to do so.
-func (c *Container) killAll(ctx context.Context) (restarted bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
-	defer cancel()
-	out, exit, err := c.run(ctx, SandboxUser, "/bin/sh", "-c", "kill -KILL -1")
-	// kill(-1) also signals the shell running it, which is the expected end.
-	if err == nil && (exit == 0 || exit == 137) {
-		return false, nil
+// kill ends every process that commands started in the container. The
+// engine restarts the container with SIGKILL: its init dies, and with it,
+// by the kernel, every process of its pid namespace at once, stopped or
+// not, however many it forks meanwhile (a dying namespace takes no new
+// process). No process of the sandbox user takes part, so none can stop
+// the kill. It then checks that the container holds its placeholder alone,
+// and restarts it again if not. Each engine call has a deadline of its
+// own, not ctx's, which has usually ended: the kill is what follows.
+//
+// It is the one place that knows how a command is killed.
+func (c *Container) kill(ctx context.Context) error {
+	ctx = context.WithoutCancel(ctx)
+	var errs []error
+	for range killTries {
+		err := c.restart(ctx)
+		if errdefs.IsNotFound(err) {
+			c.setMustKill(false) // nothing is left of it, nor of its processes
+			return nil
+		}
+		if err == nil {
+			var left []string
+			if left, err = c.leftovers(ctx); err == nil && len(left) == 0 {
+				c.setMustKill(false)
+				return nil
+			} else if err == nil {
+				err = fmt.Errorf("processes left after the restart: %s", strings.Join(left, "; "))
+			}
+		}
+		errs = append(errs, err)
 	}
-	if err == nil {
-		err = fmt.Errorf("exit %d: %s", exit, strings.TrimSpace(out))
-	}
-	// The kill could not start: most likely the command spent the pids
-	// limit (a fork bomb), so the engine cannot start one more process.
-	// Restarting the container ends everything in it and keeps the
-	// container, its id and its files.
-	if rerr := c.restart(ctx); rerr != nil {
-		return false, fmt.Errorf("docker: kill the command's processes: %v; restart the container: %w", err, rerr)
-	}
-	return true, nil
+	c.setMustKill(true)
+	return fmt.Errorf("%w: docker: could not kill the command's processes in container %s: %v", sandbox.ErrUnavailable, shortID(c.id), errors.Join(errs...))
 }
 
 // restart kills everything in the container, the placeholder too, and
-// starts it again.
+// starts it again: its id and files stay.
 func (c *Container) restart(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, killTimeout)
+	defer cancel()
 	now := 0
 	if err := c.api.ContainerRestart(ctx, c.id, container.StopOptions{Signal: "SIGKILL", Timeout: &now}); err != nil {
-		return c.engineError("restart the container", err)
+		if errdefs.IsNotFound(err) {
+			return err
+		}
+		return fmt.Errorf("restart the container: %w", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.oomKills = 0 // the restarted container's memory cgroup counts from zero
 	return nil
+}
+
+// placeholderProcs is what a container holds with no command running:
+// docker's init and the placeholder (see Create).
+const placeholderProcs = 2
+
+// leftovers lists the container's processes beyond its placeholder, as the
+// engine sees them (it reads them on the host, not through an exec).
+func (c *Container) leftovers(ctx context.Context) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, topTimeout)
+	defer cancel()
+	top, err := c.api.ContainerTop(ctx, c.id, nil)
+	if err != nil {
+		return nil, fmt.Errorf("list the container's processes: %w", err)
+	}
+	if len(top.Processes) <= placeholderProcs {
+		return nil, nil
+	}
+	var out []string
+	for _, p := range top.Processes {
+		out = append(out, strings.Join(p, " "))
+	}
+	return out, nil
+}
+
+func (c *Container) mustKill() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.killPending
+}
+
+func (c *Container) setMustKill(v bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.killPending = v
 }
 
 // exitCode waits for the exec to be reported finished and returns its code.
@@ -408,7 +482,7 @@ func (c *Container) sawOOMKill(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	// cgroup v2 first, then v1.
-	out, _, err := c.run(ctx, SandboxUser, "/bin/sh", "-c", "/bin/cat /sys/fs/cgroup/memory.events 2>/dev/null || /bin/cat /sys/fs/cgroup/memory/memory.oom_control")
+	out, _, err := c.run(ctx, "/bin/sh", "-c", "/bin/cat /sys/fs/cgroup/memory.events 2>/dev/null || /bin/cat /sys/fs/cgroup/memory/memory.oom_control")
 	if err != nil {
 		return false
 	}
@@ -425,12 +499,14 @@ func (c *Container) sawOOMKill(ctx context.Context) bool {
 	return seen
 }
 
-// run executes a short helper command and returns its combined output. Its
-// programs are named by absolute path and its PATH is the system's alone:
-// the image's PATH starts with folders the sandbox user can write to, where
-// a program could plant an `sh` that ignores the kill.
-func (c *Container) run(ctx context.Context, user string, args ...string) (string, int, error) {
-	created, err := c.api.ContainerExecCreate(ctx, c.id, container.ExecOptions{User: user, AttachStdout: true, AttachStderr: true, Cmd: args,
+// run executes a short helper command and returns its combined output,
+// within ctx. It runs as the container's root, which has no capabilities:
+// a program of the sandbox user can neither signal it nor stop the engine's
+// start of it (see the package comment). Its programs are named by absolute
+// path and its PATH is the system's alone: the image's PATH starts with
+// folders the sandbox user can write to.
+func (c *Container) run(ctx context.Context, args ...string) (string, int, error) {
+	created, err := c.api.ContainerExecCreate(ctx, c.id, container.ExecOptions{User: "0:0", AttachStdout: true, AttachStderr: true, Cmd: args,
 		Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}})
 	if err != nil {
 		return "", 0, c.engineError("run "+args[0], err)
@@ -441,7 +517,19 @@ func (c *Container) run(ctx context.Context, user string, args ...string) (strin
 	}
 	defer resp.Close()
 	var out strings.Builder
-	if _, err := stdcopy.StdCopy(&out, &out, io.LimitReader(resp.Reader, 1<<20)); err != nil && !errors.Is(err, io.EOF) {
+	copied := make(chan error, 1)
+	go func() {
+		_, err := stdcopy.StdCopy(&out, &out, io.LimitReader(resp.Reader, 1<<20))
+		copied <- err
+	}()
+	select {
+	case err = <-copied:
+	case <-ctx.Done():
+		resp.Close() // ends the copy
+		<-copied
+		return "", 0, fmt.Errorf("docker: %s did not finish: %w", args[0], ctx.Err())
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
 		return out.String(), 0, err
 	}
 	exit, err := c.exitCode(ctx, created.ID)

@@ -104,6 +104,33 @@ while True:
     except OSError:
         time.sleep(0.01)
 `,
+	sandboxtest.StopStorm: `import os, signal
+print("storming", flush=True)
+while True:
+    try:
+        os.kill(-1, signal.SIGSTOP)
+    except OSError:
+        pass
+`,
+	sandboxtest.SpawnStorm: `import os, time
+def fork():
+    while True:
+        try:
+            return os.fork()
+        except OSError:
+            time.sleep(0.001)
+print("spawning", flush=True)
+for _ in range(16):
+    if fork() == 0:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        while True:  # a chain: the child goes on, the parent leaves
+            os.setsid()
+            if fork() > 0:
+                os._exit(0)
+time.sleep(3600)
+`,
 }
 
 // newRuntime connects to the engine, failing the test when it does not
@@ -378,5 +405,62 @@ func TestHealth(t *testing.T) {
 	}
 	if _, ok := h.Images["deno"]; ok {
 		t.Errorf("Health lists deno among the Docker images: %+v", h)
+	}
+}
+
+// TestTimeoutCost measures how long past its timeout a command that
+// sleeps answers: the price of the kill (a restart of the container).
+func TestTimeoutCost(t *testing.T) {
+	r := newRuntime(t)
+	c, _, _ := newContainer(t, r, nil)
+	const timeout, runs = time.Second, 5
+	var total, worst time.Duration
+	for range runs {
+		res, err := c.Exec(context.Background(), sandbox.Process{Args: []string{"sleep", "60"}, Timeout: timeout})
+		if err != nil || !res.TimedOut {
+			t.Fatalf("sleep 60 with a %v timeout: timedOut %v, err %v", timeout, res.TimedOut, err)
+		}
+		over := res.Duration - timeout
+		total, worst = total+over, max(worst, over)
+	}
+	t.Logf("a timeout costs %v on average past the timeout, %v at worst (%d runs)", (total / runs).Round(time.Millisecond), worst.Round(time.Millisecond), runs)
+	if worst > 20*time.Second {
+		t.Errorf("a timeout took %v past its timeout", worst)
+	}
+	if got := run(t, c, "echo", "alive"); got != "alive\n" {
+		t.Errorf("after the timeouts: %q", got)
+	}
+}
+
+// TestBackgroundStopStorm: a stop storm that an earlier command left
+// running stops the next command's exec before it runs (the engine's
+// runc init becomes the sandbox user first), and the engine's start of
+// it with it. The next command times out, and its kill ends both.
+func TestBackgroundStopStorm(t *testing.T) {
+	r := newRuntime(t)
+	c, _, _ := newContainer(t, r, nil)
+	run(t, c, "sh", "-c", `setsid sh -c 'while :; do kill -STOP -1; done' </dev/null >/dev/null 2>&1 &`)
+	time.Sleep(500 * time.Millisecond)
+	type outcome struct {
+		res sandbox.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	start := time.Now()
+	go func() {
+		res, err := c.Exec(context.Background(), sandbox.Process{Args: []string{"echo", "hi"}, Timeout: 3 * time.Second})
+		done <- outcome{res, err}
+	}()
+	select {
+	case o := <-done:
+		t.Logf("the next command answered after %v: timedOut %v, stdout %q, err %v", time.Since(start).Round(time.Millisecond), o.res.TimedOut, o.res.Stdout, o.err)
+		if o.err != nil {
+			t.Fatalf("the next command: %v", o.err)
+		}
+	case <-time.After(3*time.Second + 20*time.Second):
+		t.Fatal("the command after a background stop storm has not answered after 23 s")
+	}
+	if got := run(t, c, "echo", "alive"); got != "alive\n" {
+		t.Errorf("after the storm was killed: %q", got)
 	}
 }

@@ -31,7 +31,7 @@ func (r *Runtime) Reattach(ctx context.Context, spec sandbox.Spec, id string) (b
 		case info.Config != nil && info.Config.Labels[LabelSession] != spec.SessionID:
 			return nil, false, fmt.Errorf("docker: container %s does not belong to session %s", shortID(id), spec.SessionID)
 		case info.State != nil && info.State.Running:
-			if _, err := c.killAll(ctx); err != nil {
+			if err := c.kill(ctx); err != nil {
 				return nil, false, err
 			}
 			return c, false, nil

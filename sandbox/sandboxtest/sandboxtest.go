@@ -49,11 +49,21 @@ const (
 	// ForkBomb prints "forking\n", then every process forks forever,
 	// retrying when fork fails.
 	ForkBomb = "forkbomb"
+	// StopStorm prints "storming\n", then sends SIGSTOP to every process
+	// it may signal (kill(-1, SIGSTOP)), as fast as it can, forever: a
+	// kill that runs as the sandbox user is stopped before it acts.
+	StopStorm = "stopstorm"
+	// SpawnStorm prints "spawning\n" and waits forever, while 16 detached
+	// chains (each process in a session of its own, stdio on /dev/null)
+	// spawn without end: each process of a chain starts its successor and
+	// exits, so the pids change all the time and no list of pids taken
+	// once holds them all; a spawn that fails is retried.
+	SpawnStorm = "spawnstorm"
 )
 
 // Scenarios lists every scenario; a Harness has a program for each or says
 // why it cannot.
-var Scenarios = []string{Echo, Cat, Env, Write, Spawn, Procs, Flood, Alloc, ForkBomb}
+var Scenarios = []string{Echo, Cat, Env, Write, Spawn, Procs, Flood, Alloc, ForkBomb, StopStorm, SpawnStorm}
 
 // Harness is what the suite needs from a runtime's tests.
 type Harness struct {
@@ -111,6 +121,8 @@ func Run(t *testing.T, h Harness) {
 		{"OutputCap", []string{Flood}, testOutputCap},
 		{"MemoryLimit", []string{Alloc, Echo}, testMemoryLimit},
 		{"PidsLimit", []string{ForkBomb, Procs, Echo}, testPidsLimit},
+		{"StopStormEndsAtTimeout", []string{StopStorm, Procs, Echo}, testStopStorm},
+		{"SpawnStormEndsAtTimeout", []string{SpawnStorm, Procs, Echo}, testSpawnStorm},
 		{"ProgramNotFound", []string{Echo}, testProgramNotFound},
 		{"Close", []string{Echo}, testClose},
 	}
@@ -497,6 +509,57 @@ func testPidsLimit(t *testing.T, h Harness) {
 	}
 	e.assertAlone("a fork bomb")
 	e.assertWorks("a fork bomb")
+}
+
+// stormBound is how long after its timeout (or cancel) a storm's Exec may
+// take to return: the kill, its check and the output's grace, on a busy
+// machine. Without a kill that the program cannot stop, Exec never returns.
+const stormBound = 20 * time.Second
+
+func testStopStorm(t *testing.T, h Harness) {
+	e := newEnv(t, h, nil)
+	p := e.proc(StopStorm)
+	p.Timeout = 3 * time.Second
+	start := time.Now()
+	res, err := e.execCtx(context.Background(), p, p.Timeout+stormBound)
+	t.Logf("a stop storm with a %v timeout returned after %v", p.Timeout, time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		t.Fatalf("Exec: %v", err)
+	}
+	if !res.TimedOut || string(res.Stdout) != "storming\n" {
+		t.Errorf("timedOut %v, exit %d, stdout %q, stderr %q; want a timeout after %q", res.TimedOut, res.ExitCode, res.Stdout, res.Stderr, "storming\n")
+	}
+	e.assertAlone("a stop storm's timeout")
+	e.assertWorks("a stop storm's timeout")
+
+	// A cancel (the session closing) ends it as well.
+	ctx, cancel := context.WithCancel(context.Background())
+	p.Timeout = 10 * time.Minute
+	time.AfterFunc(2*time.Second, cancel)
+	start = time.Now()
+	if _, err := e.execCtx(ctx, p, 2*time.Second+stormBound); !errors.Is(err, context.Canceled) {
+		t.Errorf("Exec of a stop storm, cancelled: error %v; want one wrapping context.Canceled", err)
+	}
+	t.Logf("a stop storm cancelled after 2s returned after %v", time.Since(start).Round(time.Millisecond))
+	e.assertAlone("a stop storm's cancel")
+	e.assertWorks("a stop storm's cancel")
+}
+
+func testSpawnStorm(t *testing.T, h Harness) {
+	e := newEnv(t, h, nil)
+	p := e.proc(SpawnStorm)
+	p.Timeout = 2 * time.Second
+	start := time.Now()
+	res, err := e.execCtx(context.Background(), p, p.Timeout+stormBound)
+	t.Logf("a spawn storm with a %v timeout returned after %v", p.Timeout, time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		t.Fatalf("Exec: %v", err)
+	}
+	if !res.TimedOut || string(res.Stdout) != "spawning\n" {
+		t.Errorf("timedOut %v, exit %d, stdout %q, stderr %q; want a timeout after %q", res.TimedOut, res.ExitCode, res.Stdout, res.Stderr, "spawning\n")
+	}
+	e.assertAlone("a spawn storm's timeout")
+	e.assertWorks("a spawn storm's timeout")
 }
 
 func testProgramNotFound(t *testing.T, h Harness) {
