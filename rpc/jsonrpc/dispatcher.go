@@ -18,7 +18,8 @@ import (
 type Request struct {
 	Method string
 	// Params is the raw "params" member: an object, an array, or nil when
-	// absent. Decode it with DecodeParams.
+	// absent. Decode it with DecodeParams. A handler may set it to nil once
+	// decoded, so that a long call does not keep a large one.
 	Params json.RawMessage
 	// ID is the raw "id" member as sent (a string, a number or null), or nil
 	// for a notification.
@@ -58,7 +59,8 @@ type Dispatcher struct {
 	OnInternalError func(ctx context.Context, req *Request, err error)
 	// MaxReplyBytes caps a reply frame; 0 means no cap. A response over it
 	// is replaced by the error ReplyTooLarge returns, and so are the batch
-	// elements that would take a batch's reply over it.
+	// elements that would take a batch's reply over it (elements are
+	// measured as they finish: those that finish first are kept).
 	MaxReplyBytes int
 	// ReplyTooLarge is that error, given the size refused; nil means
 	// -32603 Internal error.
@@ -116,34 +118,44 @@ func (d *Dispatcher) Handle(ctx context.Context, frame []byte) []byte {
 			fmt.Sprintf("batch of %d requests exceeds the limit of %d", len(elems), limit)))
 	}
 
+	// Each reply is measured as soon as it is made, so that the replies
+	// kept for the batch never pass MaxReplyBytes: the elements that
+	// finish first are kept, the ones that would take the batch over the
+	// cap get ReplyTooLarge.
 	replies := make([][]byte, len(elems))
-	reqs := make([]*Request, len(elems))
+	var (
+		mu    sync.Mutex
+		total int
+	)
+	keep := func(i int, req *Request, r []byte) {
+		if r == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if d.MaxReplyBytes > 0 && total+len(r)+1 > d.MaxReplyBytes {
+			r = d.tooLarge(req, len(r))
+		}
+		total += len(r) + 1
+		replies[i] = r
+	}
 	sem := make(chan struct{}, orDefault(d.BatchConcurrency, 16))
 	var wg sync.WaitGroup
 	for i, elem := range elems {
+		elems[i] = nil // the request is decoded below; only it is kept
 		req, err := parse(elem)
-		reqs[i] = req
 		if err != nil {
-			replies[i] = d.reply(ctx, req, nil, err)
+			keep(i, req, d.reply(ctx, req, nil, err))
 			continue
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			replies[i] = d.call(ctx, req)
+			keep(i, req, d.call(ctx, req))
 		})
 	}
 	wg.Wait()
 
-	if d.MaxReplyBytes > 0 {
-		total := 0
-		for i, r := range replies {
-			if r != nil && total+len(r)+1 > d.MaxReplyBytes {
-				replies[i] = d.tooLarge(reqs[i], len(r))
-			}
-			total += len(replies[i]) + 1
-		}
-	}
 	replies = slices.DeleteFunc(replies, func(r []byte) bool { return r == nil })
 	if len(replies) == 0 {
 		return nil
@@ -157,14 +169,14 @@ func (d *Dispatcher) Handle(ctx context.Context, frame []byte) []byte {
 // so that the Invalid Request reply can echo it.
 func parse(raw json.RawMessage) (*Request, *Error) {
 	req := &Request{}
-	var m map[string]json.RawMessage
-	if first(raw) != '{' || json.Unmarshal(raw, &m) != nil {
+	m, ok := members(raw)
+	if !ok {
 		return req, invalidRequest("request must be an object")
 	}
 	if id, ok := m["id"]; ok {
 		switch c := first(id); {
 		case c == '"' || c == 'n' || c == '-' || '0' <= c && c <= '9':
-			req.ID = id
+			req.ID = bytes.Clone(id) // a slice of the frame would keep all of it until the reply
 		default:
 			return req, invalidRequest(`"id" must be a string, a number or null`)
 		}
@@ -183,6 +195,70 @@ func parse(raw json.RawMessage) (*Request, *Error) {
 		req.Params = p
 	}
 	return req, nil
+}
+
+// members returns the members of a JSON object, the last of each name,
+// their values slices of raw rather than copies: params can be large. raw
+// must be valid JSON; ok is false when it is not an object.
+func members(raw []byte) (m map[string]json.RawMessage, ok bool) {
+	i := skipSpace(raw, 0)
+	if i == len(raw) || raw[i] != '{' {
+		return nil, false
+	}
+	m = map[string]json.RawMessage{}
+	for i = skipSpace(raw, i+1); i < len(raw) && raw[i] != '}'; {
+		end := skipValue(raw, i)
+		var name string
+		if json.Unmarshal(raw[i:end], &name) != nil {
+			return nil, false
+		}
+		i = skipSpace(raw, skipSpace(raw, end)+1) // past the colon
+		end = skipValue(raw, i)
+		m[name] = raw[i:end:end]
+		if i = skipSpace(raw, end); i < len(raw) && raw[i] == ',' {
+			i = skipSpace(raw, i+1)
+		}
+	}
+	return m, true
+}
+
+func skipSpace(raw []byte, i int) int {
+	for i < len(raw) && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\r' || raw[i] == '\n') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the end of the valid JSON value that starts at raw[i].
+func skipValue(raw []byte, i int) int {
+	depth := 0
+	for ; i < len(raw); i++ {
+		switch raw[i] {
+		case '"':
+			for i++; i < len(raw) && raw[i] != '"'; i++ {
+				if raw[i] == '\\' {
+					i++
+				}
+			}
+			if depth == 0 {
+				return i + 1
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i // a number or literal ends at its container's end
+			}
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		case ',', ':', ' ', '\t', '\r', '\n':
+			if depth == 0 {
+				return i
+			}
+		}
+	}
+	return i
 }
 
 // first returns the first byte of a JSON value, or 0 when there is none.
