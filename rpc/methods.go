@@ -131,6 +131,7 @@ func orderedMethod[P any](f func(ctx context.Context, p P) (any, error)) jsonrpc
 		if err := jsonrpc.DecodeParams(req.Params, &p); err != nil {
 			return nil, err
 		}
+		req.Params = nil // decoded: a call that waits long must not keep it
 		res, err := f(ctx, p)
 		return res, toRPC(err)
 	}

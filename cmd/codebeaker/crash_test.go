@@ -53,7 +53,9 @@ type server struct {
 	dataDir string
 }
 
-func startServer(t *testing.T, dataDir string) *server {
+// startServer starts codebeaker serve on dataDir; env adds environment
+// variables (NAME=value), such as flags' CODEBEAKER_ variables.
+func startServer(t *testing.T, dataDir string, env ...string) *server {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -68,6 +70,7 @@ func startServer(t *testing.T, dataDir string) *server {
 	defer logFile.Close()
 	cmd := exec.Command(binary, "serve", "--addr", addr, "--data-dir", dataDir, "--log-format", "json", "--reconcile-interval", "500ms")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

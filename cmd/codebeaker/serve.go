@@ -29,6 +29,7 @@ type serveCommand struct {
 	logFormat       string
 	maxMessageBytes int64
 	maxReplyBytes   int
+	maxInFlight     int64
 	maxConnections  int
 	shutdownTimeout time.Duration
 	reconcileEvery  time.Duration
@@ -46,6 +47,8 @@ func (c *serveCommand) flags() *flag.FlagSet {
 	fs.StringVar(&c.logFormat, "log-format", "auto", "log `format`: json, console, or auto (console on a terminal, json otherwise)")
 	fs.Int64Var(&c.maxMessageBytes, "max-message-bytes", 16<<20, "largest JSON-RPC message accepted, in `bytes`")
 	fs.IntVar(&c.maxReplyBytes, "max-reply-bytes", 32<<20, "largest reply sent, in `bytes`; a larger one becomes an error")
+	fs.Int64Var(&c.maxInFlight, "max-request-bytes-in-flight", rpc.DefaultMaxRequestBytesInFlight,
+		"`bytes` of requests held at once, across connections: frames being read and the commands they carry while queued or running; a frame past it gets -32004")
 	fs.IntVar(&c.maxConnections, "max-connections", 256, "WebSocket connections open at once")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running commands may finish after a shutdown signal")
 	fs.DurationVar(&c.reconcileEvery, "reconcile-interval", 10*time.Second, "how often sandboxes are matched against the open sessions")
@@ -83,6 +86,9 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
+	if min := rpc.DecodeCopies * c.maxMessageBytes; c.maxInFlight < min {
+		return fmt.Errorf("--max-request-bytes-in-flight (%d) must be at least %d times --max-message-bytes (%d): a message of the largest size counts that much until it is decoded", c.maxInFlight, rpc.DecodeCopies, c.maxMessageBytes)
+	}
 	logger, err := newLogger(c.stderr, c.logLevel, c.logFormat)
 	if err != nil {
 		return err
@@ -113,7 +119,9 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	server := rpc.NewServer(svc, rpc.ServerOptions{MaxMessageBytes: c.maxMessageBytes, MaxReplyBytes: c.maxReplyBytes, MaxConnections: c.maxConnections})
+	server := rpc.NewServer(svc, rpc.ServerOptions{
+		MaxMessageBytes: c.maxMessageBytes, MaxReplyBytes: c.maxReplyBytes, MaxConnections: c.maxConnections, MaxRequestBytesInFlight: c.maxInFlight,
+	})
 	listener, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		svc.Close(context.Background())
