@@ -97,7 +97,7 @@ func NewServer(svc *Service, opts ServerOptions) *Server {
 			zerolog.Ctx(ctx).Error().Err(err).Str("method", req.Method).Msg("internal error")
 		},
 	}
-	svc.register(s.rpc)
+	svc.register(s.rpc, opts.MaxReplyBytes)
 	return s
 }
 

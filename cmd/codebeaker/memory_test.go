@@ -5,8 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +19,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/gorilla/websocket"
 
+	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/rpc"
 )
 
@@ -239,4 +243,127 @@ func TestQueuedFrameBombBudget(t *testing.T) {
 	if len(replies) != 32 || ran == 0 || refused == 0 || ran > budgetMiB/6 {
 		t.Errorf("%d replies: %d ran, %d refused; want 32, at most %d ran and the others refused", len(replies), ran, refused, budgetMiB/6)
 	}
+}
+
+// The reviewer's history bomb: after 1,000 commands of 60 KB output, 16
+// concurrent session.history calls with limit 1000.
+func TestHistoryBomb(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	log, err := eventlog.Open(filepath.Join(dataDir, eventlog.FileName), eventlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sid, commands, outputBytes = "01hbomb0000000000000000000", 1000, 60_000
+	ctx := context.Background()
+	if _, err := log.Append(ctx,
+		eventlog.Record{SessionID: sid, Type: eventlog.SessionCreating, Data: eventlog.SessionCreatingData{Language: "python", Runtime: "docker"}},
+		eventlog.Record{SessionID: sid, Type: eventlog.SessionCreated, Data: eventlog.SessionCreatedData{ContainerID: "gone", Workspace: "workspaces/" + sid}},
+	); err != nil {
+		t.Fatal(err)
+	}
+	letters := []byte("abcdefghijklmnopqrstuvwxyz0123456789 \n")
+	out := make([]byte, outputBytes)
+	for i := 0; i < commands; i += 50 {
+		var recs []eventlog.Record
+		for j := i; j < i+50; j++ {
+			for k := range out {
+				out[k] = letters[rand.IntN(len(letters))]
+			}
+			id := fmt.Sprintf("cmd%06d", j)
+			recs = append(recs,
+				eventlog.Record{SessionID: sid, Type: eventlog.CommandStarted, Data: eventlog.CommandStartedData{CommandID: id, Type: "execute_shell", Command: json.RawMessage(`{"type":"execute_shell","commandName":"cat"}`)}},
+				// A map, not CommandCompletedData: only the stored shape matters.
+				eventlog.Record{SessionID: sid, Type: eventlog.CommandCompleted, Data: map[string]any{
+					"commandId": id, "type": "execute_shell", "success": true, "exitCode": 0, "durationMs": 1, "stdoutBytes": outputBytes, "stdout": string(out)}})
+		}
+		if _, err := log.Append(ctx, recs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := log.Append(ctx,
+		eventlog.Record{SessionID: sid, Type: eventlog.SessionClosing, Data: eventlog.SessionClosingData{Reason: eventlog.ReasonClient}},
+		eventlog.Record{SessionID: sid, Type: eventlog.SessionClosed, Data: eventlog.SessionClosedData{Reason: eventlog.ReasonClient}},
+	); err != nil {
+		t.Fatal(err)
+	}
+	log.Close()
+
+	srv := startServer(t, dataDir)
+	pid := srv.cmd.Process.Pid
+	base := float64(procKB(t, pid, "VmRSS")) / 1024
+
+	// /health is polled throughout.
+	healthStop := make(chan struct{})
+	healthDone := make(chan []time.Duration)
+	go func() {
+		var took []time.Duration
+		defer func() { healthDone <- took }()
+		for {
+			select {
+			case <-healthStop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			start := time.Now()
+			resp, err := http.Get("http://" + srv.addr + "/health")
+			if err != nil {
+				t.Errorf("health: %v", err)
+				return
+			}
+			resp.Body.Close()
+			took = append(took, time.Since(start))
+		}
+	}()
+
+	const calls = 16
+	type page struct {
+		Events []struct{ Seq uint64 }
+		More   bool
+	}
+	pages := make([]page, calls)
+	errs := make([]error, calls)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range calls {
+		wg.Go(func() {
+			c, err := dial(srv.addr)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer c.ws.Close()
+			e, err := c.call("session.history", map[string]any{"sessionId": sid, "limit": 1000}, &pages[i])
+			if err == nil && e != nil {
+				err = fmt.Errorf("JSON-RPC error %d", e.Code)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	close(healthStop)
+	health := <-healthDone
+	peak := float64(procKB(t, pid, "VmHWM")) / 1024
+	slices.Sort(health)
+	var p99, worst time.Duration
+	if n := len(health); n > 0 {
+		p99, worst = health[(n*99)/100], health[n-1]
+	}
+	const bound = 400 // MiB; it was 2.2 GB
+	t.Logf("server RSS %.0f MiB before the bomb, peak %.0f MiB (bound %d MiB); %d calls took %s; /health p99 %s, worst %s over %d polls",
+		base, peak, bound, calls, took.Round(time.Millisecond), p99.Round(time.Millisecond), worst.Round(time.Millisecond), len(health))
+	if peak > bound {
+		t.Errorf("peak RSS %.0f MiB over %d MiB", peak, bound)
+	}
+	for i := range calls {
+		if errs[i] != nil {
+			t.Errorf("call %d: %v", i, errs[i])
+		} else if n := len(pages[i].Events); n == 0 || !pages[i].More || pages[i].Events[0].Seq != 1 {
+			t.Errorf("call %d: %d events, more %v; want a first page that ends early", i, n, pages[i].More)
+		}
+	}
+	srv.stop()
 }
