@@ -169,14 +169,14 @@ func (d *Dispatcher) Handle(ctx context.Context, frame []byte) []byte {
 // so that the Invalid Request reply can echo it.
 func parse(raw json.RawMessage) (*Request, *Error) {
 	req := &Request{}
-	m, ok := members(raw)
-	if !ok {
+	var m map[string]json.RawMessage
+	if first(raw) != '{' || json.Unmarshal(raw, &m) != nil {
 		return req, invalidRequest("request must be an object")
 	}
 	if id, ok := m["id"]; ok {
 		switch c := first(id); {
 		case c == '"' || c == 'n' || c == '-' || '0' <= c && c <= '9':
-			req.ID = bytes.Clone(id) // a slice of the frame would keep all of it until the reply
+			req.ID = id
 		default:
 			return req, invalidRequest(`"id" must be a string, a number or null`)
 		}
@@ -195,70 +195,6 @@ func parse(raw json.RawMessage) (*Request, *Error) {
 		req.Params = p
 	}
 	return req, nil
-}
-
-// members returns the members of a JSON object, the last of each name,
-// their values slices of raw rather than copies: params can be large. raw
-// must be valid JSON; ok is false when it is not an object.
-func members(raw []byte) (m map[string]json.RawMessage, ok bool) {
-	i := skipSpace(raw, 0)
-	if i == len(raw) || raw[i] != '{' {
-		return nil, false
-	}
-	m = map[string]json.RawMessage{}
-	for i = skipSpace(raw, i+1); i < len(raw) && raw[i] != '}'; {
-		end := skipValue(raw, i)
-		var name string
-		if json.Unmarshal(raw[i:end], &name) != nil {
-			return nil, false
-		}
-		i = skipSpace(raw, skipSpace(raw, end)+1) // past the colon
-		end = skipValue(raw, i)
-		m[name] = raw[i:end:end]
-		if i = skipSpace(raw, end); i < len(raw) && raw[i] == ',' {
-			i = skipSpace(raw, i+1)
-		}
-	}
-	return m, true
-}
-
-func skipSpace(raw []byte, i int) int {
-	for i < len(raw) && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\r' || raw[i] == '\n') {
-		i++
-	}
-	return i
-}
-
-// skipValue returns the end of the valid JSON value that starts at raw[i].
-func skipValue(raw []byte, i int) int {
-	depth := 0
-	for ; i < len(raw); i++ {
-		switch raw[i] {
-		case '"':
-			for i++; i < len(raw) && raw[i] != '"'; i++ {
-				if raw[i] == '\\' {
-					i++
-				}
-			}
-			if depth == 0 {
-				return i + 1
-			}
-		case '{', '[':
-			depth++
-		case '}', ']':
-			if depth == 0 {
-				return i // a number or literal ends at its container's end
-			}
-			if depth--; depth == 0 {
-				return i + 1
-			}
-		case ',', ':', ' ', '\t', '\r', '\n':
-			if depth == 0 {
-				return i
-			}
-		}
-	}
-	return i
 }
 
 // first returns the first byte of a JSON value, or 0 when there is none.
