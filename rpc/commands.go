@@ -59,11 +59,39 @@ type command struct {
 	TimeoutMs        *int64            `json:"timeoutMs"`
 	Stdin            *string           `json:"stdin"`
 	Env              map[string]string `json:"env"`
+
+	// Set by parseCommand, so that a queued command keeps only what it
+	// needs: large fields decoded, refused ones dropped.
+	data       []byte          // write_file's content, decoded (Content is then nil)
+	contentErr error           // why write_file's content cannot be written (Content is then nil)
+	stdinBytes int             // stdin's size when over the limit (Stdin is then dropped)
+	audit      json.RawMessage // the copy of the command the log keeps
+}
+
+// size is about how many bytes the parsed command holds.
+func (c *command) size() int64 {
+	n := 512 + len(c.data) + len(c.audit) + len(c.Type) + len(c.Encoding) + len(c.Mode) + len(c.CommandName) + len(c.Command) +
+		len(c.WorkingDirectory) + len(c.SourcePath) + len(c.Source) + len(c.DestinationPath) + len(c.Destination)
+	for _, f := range []*string{c.Path, c.Content, c.Code, c.Stdin} {
+		if f != nil {
+			n += len(*f)
+		}
+	}
+	for _, a := range c.Args {
+		n += 16 + len(a)
+	}
+	for k, v := range c.Env {
+		n += 32 + len(k) + len(v)
+	}
+	return int64(n)
 }
 
 // parseCommand decodes and checks a command object. Errors are for the
-// client: the request is wrong, nothing ran.
-func parseCommand(raw json.RawMessage) (*command, error) {
+// client: the request is wrong, nothing ran. Content that cannot be written
+// (over lim.MaxFileBytes, bad base64) and stdin over the limit are found
+// here and dropped; the command still runs in its turn and fails then, as
+// a command that ran.
+func parseCommand(raw json.RawMessage, lim Limits) (*command, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, &invalidParams{`"command" is required: an object with a "type"`}
 	}
@@ -134,6 +162,20 @@ func parseCommand(raw json.RawMessage) (*command, error) {
 	default:
 		return nil, &invalidParams{fmt.Sprintf(`"encoding" must be "utf-8" or "base64", not %q`, c.Encoding)}
 	}
+	if typ == cmdWriteFile {
+		size := len(*c.Content)
+		if c.Encoding == "base64" {
+			c.data, c.contentErr = decodeBase64(*c.Content)
+			size, c.Content = len(c.data), nil
+		}
+		if c.contentErr == nil && int64(size) > lim.MaxFileBytes {
+			c.data, c.Content, c.contentErr = nil, nil, fmt.Errorf("content of %d bytes is over the %d-byte file limit", size, lim.MaxFileBytes)
+		}
+	}
+	if c.Stdin != nil && int64(len(*c.Stdin)) > lim.MaxFileBytes {
+		c.stdinBytes, c.Stdin = len(*c.Stdin), nil
+	}
+	c.audit = auditCopy(raw, typ, lim.StoredOutputBytes)
 	return &c, nil
 }
 
@@ -163,12 +205,12 @@ func (s *Service) runCommand(ctx context.Context, l *liveSession, c *command) (o
 	lim := s.cfg.Limits
 	switch c.Type {
 	case cmdWriteFile:
-		data, err := decodeContent(*c.Content, c.Encoding)
-		if err != nil {
-			return failed(err), nil
+		if c.contentErr != nil {
+			return failed(c.contentErr), nil
 		}
-		if int64(len(data)) > lim.MaxFileBytes {
-			return failed(fmt.Errorf("content of %d bytes is over the %d-byte file limit", len(data), lim.MaxFileBytes)), nil
+		data := c.data
+		if c.Content != nil {
+			data = []byte(*c.Content)
 		}
 		shown, err := l.ws.WriteFile(*c.Path, data, c.Mode == "Append")
 		if err != nil {
@@ -284,10 +326,7 @@ func fileFailure(err error) (outcome, error) {
 	return outcome{}, err
 }
 
-func decodeContent(content, encoding string) ([]byte, error) {
-	if encoding != "base64" {
-		return []byte(content), nil
-	}
+func decodeBase64(content string) ([]byte, error) {
 	data, err := base64.StdEncoding.DecodeString(content)
 	if err != nil {
 		return nil, fmt.Errorf("content is not valid base64: %v", err)
@@ -318,10 +357,10 @@ func (s *Service) process(l *liveSession, c *command, args []string) (sandbox.Pr
 		}
 		p.Dir = dir
 	}
+	if c.stdinBytes > 0 {
+		return p, fmt.Errorf("stdin of %d bytes is over the %d-byte limit", c.stdinBytes, lim.MaxFileBytes)
+	}
 	if c.Stdin != nil {
-		if int64(len(*c.Stdin)) > lim.MaxFileBytes {
-			return p, fmt.Errorf("stdin of %d bytes is over the %d-byte limit", len(*c.Stdin), lim.MaxFileBytes)
-		}
 		p.Stdin = []byte(*c.Stdin)
 	}
 	if len(c.Env) > 256 {

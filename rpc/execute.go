@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -22,10 +23,10 @@ type Envelope struct {
 	DurationMs int64   `json:"durationMs"`
 }
 
-// job is one command waiting for its session's worker.
+// job is one command waiting for its session's worker. It holds the
+// decoded command only, not the frame it came in.
 type job struct {
 	cmd   *command
-	raw   json.RawMessage
 	reply chan jobResult
 }
 
@@ -37,11 +38,13 @@ type jobResult struct {
 // Execute queues a command in its session and waits for its result.
 // Commands of one session run one at a time, in the order they arrive.
 func (s *Service) Execute(ctx context.Context, sessionID string, raw json.RawMessage) (Envelope, error) {
-	cmd, err := parseCommand(raw)
+	cmd, err := parseCommand(raw, s.cfg.Limits)
 	if err != nil {
 		return Envelope{}, err
 	}
-	j := &job{cmd: cmd, raw: raw, reply: make(chan jobResult, 1)}
+	// From here the frame is garbage: only the command counts.
+	holdOf(ctx).keep(cmd.size())
+	j := &job{cmd: cmd, reply: make(chan jobResult, 1)}
 	if err := s.enqueue(ctx, sessionID, j); err != nil {
 		return Envelope{}, err
 	}
@@ -110,7 +113,7 @@ func (s *Service) runJob(l *liveSession, j *job) jobResult {
 	ctx := s.cfg.Logger.With().Str("session", l.id).Logger().WithContext(l.ctx)
 	id := ulid.Make().String()
 	if err := s.appendOpen(ctx, l, eventlog.Record{SessionID: l.id, Type: eventlog.CommandStarted, Data: eventlog.CommandStartedData{
-		CommandID: id, Type: j.cmd.Type, Command: auditCopy(j.raw, j.cmd.Type, s.cfg.Limits.StoredOutputBytes),
+		CommandID: id, Type: j.cmd.Type, Command: j.cmd.audit,
 	}}); err != nil {
 		return jobResult{err: err}
 	}
@@ -154,7 +157,7 @@ func (s *Service) runJob(l *liveSession, j *job) jobResult {
 // command's type, size and digest, so no command makes a large event.
 func auditCopy(raw json.RawMessage, typ string, limit int) json.RawMessage {
 	if len(raw) <= limit {
-		return raw
+		return bytes.Clone(raw)
 	}
 	var v any
 	if err := json.Unmarshal(raw, &v); err != nil {

@@ -2,15 +2,24 @@ package rpc
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/codebeaker/codebeaker/eventlog"
+	"github.com/codebeaker/codebeaker/rpc/jsonrpc"
 )
 
 // History paging limits of session.history.
 const (
 	DefaultHistoryLimit = 100
 	MaxHistoryLimit     = 1000
+	// MaxHistoryPageBytes bounds the events of one page, encoded (the
+	// reply cap too, when lower): a page ends early with more: true
+	// rather than pass it.
+	MaxHistoryPageBytes = 4 << 20
+	// historyConcurrency is how many session.history calls build pages at
+	// once; more wait their turn.
+	historyConcurrency = 4
 )
 
 // HistoryParams are the params of session.history.
@@ -36,8 +45,12 @@ type HistoryResult struct {
 }
 
 // History returns a page of a session's events, or of the whole log, from
-// the event log: it works for closed sessions as for open ones.
-func (s *Service) History(ctx context.Context, p HistoryParams) (HistoryResult, error) {
+// the event log: it works for closed sessions as for open ones. The page
+// stops growing before its events, encoded, pass MaxHistoryPageBytes or
+// maxBytes: it ends early with More set. An event that alone is over
+// maxBytes cannot be sent; when it comes first, the call fails with -32005
+// naming its seq.
+func (s *Service) History(ctx context.Context, p HistoryParams, maxBytes int) (HistoryResult, error) {
 	limit := DefaultHistoryLimit
 	if p.Limit != nil {
 		limit = *p.Limit
@@ -45,34 +58,76 @@ func (s *Service) History(ctx context.Context, p HistoryParams) (HistoryResult, 
 			return HistoryResult{}, &invalidParams{fmt.Sprintf(`"limit" must be between 1 and %d`, MaxHistoryLimit)}
 		}
 	}
-	var (
-		events []eventlog.Event
-		err    error
-	)
-	// One more than asked tells whether there are more.
-	if p.SessionID == "" {
-		events, err = s.log.Events(p.AfterSeq, limit+1)
-	} else {
-		var known bool
-		if known, err = s.log.HasSession(p.SessionID); err == nil && !known {
+	read := func(after uint64, n int) ([]eventlog.Event, error) { return s.log.Events(after, n) }
+	if p.SessionID != "" {
+		known, err := s.log.HasSession(p.SessionID)
+		if err != nil {
+			return HistoryResult{}, err
+		}
+		if !known {
 			return HistoryResult{}, fmt.Errorf("%w: no session with id %q", ErrSessionNotFound, p.SessionID)
 		}
-		if err == nil {
-			events, err = s.log.SessionEvents(p.SessionID, p.AfterSeq, limit+1)
+		read = func(after uint64, n int) ([]eventlog.Event, error) { return s.log.SessionEvents(p.SessionID, after, n) }
+	}
+	// Pages are built a few at a time, so that many calls cannot hold many
+	// pages.
+	select {
+	case s.historySlots <- struct{}{}:
+		defer func() { <-s.historySlots }()
+	case <-ctx.Done():
+		return HistoryResult{}, ctx.Err()
+	}
+	pageBytes := min(maxBytes, MaxHistoryPageBytes)
+	res := HistoryResult{Events: []eventlog.Event{}, NextAfterSeq: p.AfterSeq}
+	size := 0
+	for after := p.AfterSeq; ; {
+		// Read a few events at a time, and one more than asked to tell
+		// whether there are more.
+		want := min(historyChunk, limit+1-len(res.Events))
+		chunk, err := read(after, want)
+		if err != nil {
+			return HistoryResult{}, err
 		}
+		for _, e := range chunk {
+			n, err := encodedSize(e)
+			if err != nil {
+				return HistoryResult{}, err
+			}
+			if len(res.Events) == limit || len(res.Events) > 0 && size+n > pageBytes {
+				res.More = true
+				return res, nil
+			}
+			if n > maxBytes {
+				return HistoryResult{}, jsonrpc.NewError(CodeMessageTooLarge, "reply too large",
+					map[string]any{"bytes": n, "maxBytes": maxBytes, "seq": e.Seq})
+			}
+			res.Events = append(res.Events, e)
+			res.NextAfterSeq = e.Seq
+			size += n + 1
+		}
+		if len(chunk) < want {
+			return res, nil
+		}
+		after = chunk[len(chunk)-1].Seq
 	}
-	if err != nil {
-		return HistoryResult{}, err
-	}
-	res := HistoryResult{Events: events, NextAfterSeq: p.AfterSeq}
-	if len(events) > limit {
-		res.Events, res.More = events[:limit], true
-	}
-	if res.Events == nil {
-		res.Events = []eventlog.Event{}
-	}
-	if n := len(res.Events); n > 0 {
-		res.NextAfterSeq = res.Events[n-1].Seq
-	}
-	return res, nil
+}
+
+// historyChunk is how many events History reads at once: what it may read
+// past a page that ends early.
+const historyChunk = 16
+
+// encodedSize is how many bytes v takes in a reply.
+func encodedSize(v any) (int, error) {
+	var n countingWriter
+	enc := json.NewEncoder(&n)
+	enc.SetEscapeHTML(false) // as the dispatcher encodes replies
+	err := enc.Encode(v)
+	return int(n) - 1, err // Encode adds a newline
+}
+
+type countingWriter int
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	*w += countingWriter(len(p))
+	return len(p), nil
 }

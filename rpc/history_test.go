@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"regexp"
 	"strings"
@@ -279,5 +280,96 @@ func TestHistoryKeepsOutputBytes(t *testing.T) {
 	}
 	if got := storedBytes(t, o.Stderr, o.StderrEncoding); !bytes.Equal(got, bytes.Repeat([]byte{0xff}, limit)) {
 		t.Errorf("bytes cut at %d: stored %q (%+v)", limit, got, o)
+	}
+}
+
+// A page stops growing at the page size or the reply cap, whichever is
+// lower, and ends early with more: true; an event bigger than the page
+// size comes alone; one bigger than the reply cap is an error naming it.
+func TestHistoryPagesStopAtTheirSize(t *testing.T) {
+	const maxReply = 8 << 20
+	ts := newTestServer(t, func(_ *rpc.Config, o *rpc.ServerOptions) { o.MaxReplyBytes = maxReply })
+	c := ts.dial()
+	const sid = "01hpagesize0000000000000000"
+	completed := func(i, outputBytes int) eventlog.Record {
+		return eventlog.Record{SessionID: sid, Type: eventlog.CommandCompleted, Data: map[string]any{
+			"commandId": fmt.Sprint(i), "type": "execute_shell", "success": true, "exitCode": 0, "stdout": strings.Repeat("o", outputBytes)}}
+	}
+	recs := []eventlog.Record{
+		{SessionID: sid, Type: eventlog.SessionCreating, Data: eventlog.SessionCreatingData{Language: "python", Runtime: "docker"}},
+		{SessionID: sid, Type: eventlog.SessionCreated, Data: eventlog.SessionCreatedData{ContainerID: "gone"}},
+	}
+	for i := range 60 {
+		recs = append(recs, completed(i, 100<<10))
+	}
+	recs = append(recs, completed(60, 6<<20), completed(61, 9<<20), completed(62, 10))
+	recs = append(recs,
+		eventlog.Record{SessionID: sid, Type: eventlog.SessionClosing, Data: eventlog.SessionClosingData{Reason: eventlog.ReasonClient}},
+		eventlog.Record{SessionID: sid, Type: eventlog.SessionClosed, Data: eventlog.SessionClosedData{Reason: eventlog.ReasonClient}})
+	events, err := ts.svc.Log().Append(t.Context(), recs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := events[len(events)-4].Seq // the 9 MiB event
+
+	for _, params := range []map[string]any{{"sessionId": sid}, {}} {
+		var got []uint64
+		after := uint64(0)
+		for pages := 0; ; pages++ {
+			if pages > 100 {
+				t.Fatal("paging does not end")
+			}
+			params["afterSeq"], params["limit"] = after, rpc.MaxHistoryLimit
+			r := c.call("session.history", params)
+			if r.Error != nil {
+				var data struct {
+					Bytes, MaxBytes int
+					Seq             uint64
+				}
+				json.Unmarshal(r.Error.Data, &data)
+				if r.Error.Code != rpc.CodeMessageTooLarge || data.Seq != huge || data.Bytes < 9<<20 || data.MaxBytes > maxReply {
+					t.Fatalf("history after %d: %s", after, r.Error)
+				}
+				after = huge // the client skips it
+				continue
+			}
+			var p historyPage
+			json.Unmarshal(r.Result, &p)
+			size := len(r.Result)
+			if size > maxReply || len(p.Events) > 1 && size > rpc.MaxHistoryPageBytes+4<<10 {
+				t.Errorf("a page of %d events is %d bytes", len(p.Events), size)
+			}
+			for _, e := range p.Events {
+				got = append(got, e.Seq)
+			}
+			if len(p.Events) > 0 && p.NextAfterSeq != p.Events[len(p.Events)-1].Seq {
+				t.Errorf("nextAfterSeq %d, last event %d", p.NextAfterSeq, p.Events[len(p.Events)-1].Seq)
+			}
+			if len(p.Events) == 1 && len(p.Events[0].Data) > 6<<20 && !p.More {
+				t.Errorf("the 6 MiB event's page says no more")
+			}
+			if !p.More {
+				break
+			}
+			if len(p.Events) == 0 {
+				t.Fatal("an empty page says more")
+			}
+			after = p.NextAfterSeq
+		}
+		var want []uint64
+		for _, e := range events {
+			if e.Seq != huge {
+				want = append(want, e.Seq)
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("paged %v\nwant %v", got, want)
+		}
+	}
+	// The first page of 100 KiB events ends early, at the page size.
+	var first historyPage
+	c.ok("session.history", map[string]any{"sessionId": sid, "limit": rpc.MaxHistoryLimit}, &first)
+	if n := len(first.Events); !first.More || n < 30 || n > 42 || first.NextAfterSeq != first.Events[n-1].Seq {
+		t.Errorf("first page: %d events, more %v, nextAfterSeq %d", n, first.More, first.NextAfterSeq)
 	}
 }

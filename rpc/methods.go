@@ -71,8 +71,9 @@ type closeResult struct {
 	Closed    bool   `json:"closed"`
 }
 
-// register adds the session methods to d.
-func (s *Service) register(d *jsonrpc.Dispatcher) {
+// register adds the session methods to d, whose replies are at most
+// maxReply bytes (0: no cap).
+func (s *Service) register(d *jsonrpc.Dispatcher, maxReply int) {
 	d.Register("session.create", method(func(ctx context.Context, p CreateParams) (any, error) {
 		sess, err := s.Create(ctx, p)
 		if err != nil {
@@ -109,7 +110,14 @@ func (s *Service) register(d *jsonrpc.Dispatcher) {
 		}
 		return closeResult{SessionID: p.SessionID, Closed: true}, nil
 	}))
-	d.Register("session.history", method(func(ctx context.Context, p HistoryParams) (any, error) { return s.History(ctx, p) }))
+	d.Register("session.history", jsonrpc.HandlerFunc(func(ctx context.Context, req *jsonrpc.Request) (any, error) {
+		// The page must fit in the reply with its id and other members.
+		room := MaxHistoryPageBytes
+		if maxReply > 0 {
+			room = maxReply - len(req.ID) - len(`{"jsonrpc":"2.0","id":,"result":{"events":[],"nextAfterSeq":18446744073709551615,"more":false}}`)
+		}
+		return method(func(ctx context.Context, p HistoryParams) (any, error) { return s.History(ctx, p, room) }).ServeRPC(ctx, req)
+	}))
 }
 
 // method adapts a typed function to a JSON-RPC handler: params are decoded
@@ -131,6 +139,7 @@ func orderedMethod[P any](f func(ctx context.Context, p P) (any, error)) jsonrpc
 		if err := jsonrpc.DecodeParams(req.Params, &p); err != nil {
 			return nil, err
 		}
+		req.Params = nil // decoded: a call that waits long must not keep it
 		res, err := f(ctx, p)
 		return res, toRPC(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -27,6 +28,10 @@ type ServerOptions struct {
 	WriteTimeout       time.Duration
 	PongTimeout        time.Duration // a peer silent this long, pings unanswered, is dropped
 	IdleTimeout        time.Duration // a connection with no request for this long is closed
+	// MaxRequestBytesInFlight bounds, across connections, the bytes of
+	// frames being read and of the decoded commands that wait or run; a
+	// frame that would pass it is dropped with -32004.
+	MaxRequestBytesInFlight int64
 }
 
 // Server serves /health and the JSON-RPC WebSocket endpoint.
@@ -37,6 +42,7 @@ type Server struct {
 	upgrader websocket.Upgrader
 	logger   zerolog.Logger
 	nextConn atomic.Uint64
+	budget   *budget
 
 	mu        sync.Mutex
 	conns     map[*websocket.Conn]struct{}
@@ -58,6 +64,9 @@ func NewServer(svc *Service, opts ServerOptions) *Server {
 	if opts.MaxConnections == 0 {
 		opts.MaxConnections = 256
 	}
+	if opts.MaxRequestBytesInFlight == 0 {
+		opts.MaxRequestBytesInFlight = DefaultMaxRequestBytesInFlight
+	}
 	if opts.WriteTimeout == 0 {
 		opts.WriteTimeout = 30 * time.Second
 	}
@@ -72,6 +81,7 @@ func NewServer(svc *Service, opts ServerOptions) *Server {
 		opts:   opts,
 		logger: svc.cfg.Logger,
 		conns:  map[*websocket.Conn]struct{}{},
+		budget: newBudget(opts.MaxRequestBytesInFlight, budgetWait),
 		upgrader: websocket.Upgrader{
 			ReadBufferSize:  32 << 10,
 			WriteBufferSize: 32 << 10,
@@ -91,9 +101,17 @@ func NewServer(svc *Service, opts ServerOptions) *Server {
 			zerolog.Ctx(ctx).Error().Err(err).Str("method", req.Method).Msg("internal error")
 		},
 	}
-	svc.register(s.rpc)
+	svc.register(s.rpc, opts.MaxReplyBytes)
 	return s
 }
+
+// DefaultMaxRequestBytesInFlight is ServerOptions.MaxRequestBytesInFlight
+// when unset: sixteen commands of the default largest frame size.
+const DefaultMaxRequestBytesInFlight = 256 << 20
+
+// budgetWait is how long a frame being read waits for room in the request
+// budget before it is refused.
+const budgetWait = time.Second
 
 // Register adds a method beside the session methods.
 func (s *Server) Register(method string, h jsonrpc.Handler) { s.rpc.Register(method, h) }
@@ -274,39 +292,60 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		conn.SetReadDeadline(time.Now().Add(s.opts.PongTimeout)) // any frame shows the peer is there
 		idle.begin()
-		frame, err := io.ReadAll(io.LimitReader(rd, s.opts.MaxMessageBytes+1))
-		if err != nil {
-			return
-		}
-		if int64(len(frame)) > s.opts.MaxMessageBytes {
-			if _, err := io.Copy(io.Discard, rd); err != nil {
-				return
-			}
+		frame, h, err := readFrame(rd, s.opts.MaxMessageBytes, s.budget)
+		switch {
+		case errors.Is(err, errFrameTooLarge):
 			write(tooLarge(s.opts.MaxMessageBytes))
 			idle.end()
 			continue
+		case errors.Is(err, errOverBudget):
+			write(overBudget(s.opts.MaxRequestBytesInFlight))
+			idle.end()
+			continue
+		case err != nil:
+			return
 		}
 		inFlight <- struct{}{}
 		t := nextTurn(last)
 		last = t
+		in := &incoming{frame: frame, hold: h, turn: t}
 		handlers.Go(func() {
 			defer func() { <-inFlight }()
 			defer idle.end()
-			defer t.admitted()
-			hctx := withTurn(ctx, t)
-			if isBatch(frame) {
-				// A batch's elements may run in any order among themselves
-				// (the specification allows it), but as a whole it keeps its
-				// place: it starts after the frames before it are admitted,
-				// and the frames after it wait for all of it.
-				t.wait()
-				hctx = ctx
-			}
-			if reply := s.rpc.Handle(hctx, frame); reply != nil {
+			if reply := s.handle(ctx, in); reply != nil {
 				write(reply)
 			}
 		})
 	}
+}
+
+// incoming is a frame read and waiting for its handler.
+type incoming struct {
+	frame []byte // taken by handle
+	hold  *hold
+	turn  *turn
+}
+
+// handle runs one frame. Only the dispatcher refers to the frame, so that it
+// can be collected once decoded, while its command waits in a queue; until
+// the handler returns, the frame's hold counts what is kept of it.
+func (s *Server) handle(ctx context.Context, in *incoming) []byte {
+	frame, t := in.frame, in.turn
+	in.frame = nil
+	defer in.hold.release()
+	defer t.admitted()
+	hctx := withTurn(ctx, t)
+	if isBatch(frame) {
+		// A batch's elements may run in any order among themselves
+		// (the specification allows it), but as a whole it keeps its
+		// place: it starts after the frames before it are admitted,
+		// and the frames after it wait for all of it.
+		t.wait()
+		hctx = ctx
+	} else {
+		hctx = withHold(hctx, in.hold)
+	}
+	return s.rpc.Handle(hctx, frame)
 }
 
 func isBatch(frame []byte) bool {
@@ -315,9 +354,16 @@ func isBatch(frame []byte) bool {
 }
 
 func tooLarge(limit int64) []byte {
-	reply, _ := json.Marshal(map[string]any{
-		"jsonrpc": "2.0", "id": nil,
-		"error": jsonrpc.NewError(CodeMessageTooLarge, "message too large", map[string]int64{"maxBytes": limit}),
-	})
+	return refusal(jsonrpc.NewError(CodeMessageTooLarge, "message too large", map[string]int64{"maxBytes": limit}))
+}
+
+func overBudget(limit int64) []byte {
+	return refusal(jsonrpc.NewError(CodeCapacityExhausted, ErrCapacity.Error(), fmt.Sprintf(
+		"the server holds requests in flight up to its limit of %d bytes (--max-request-bytes-in-flight); this message was dropped unread: send it again when earlier commands have finished", limit)))
+}
+
+// refusal is the reply to a frame dropped unread: its id is not known.
+func refusal(e *jsonrpc.Error) []byte {
+	reply, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": nil, "error": e})
 	return reply
 }

@@ -88,6 +88,8 @@ type Service struct {
 	creating int                     // creates under way, counted against MaxSessions
 	stopping bool
 
+	historySlots chan struct{} // session.history calls building a page
+
 	ctx    context.Context // ends when the service stops
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // reaper and closers
@@ -150,6 +152,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	s := &Service{cfg: cfg, view: projection.NewSessions(), live: map[string]*liveSession{}, start: time.Now()}
+	s.historySlots = make(chan struct{}, historyConcurrency)
 	log, err := eventlog.Open(filepath.Join(cfg.DataDir, eventlog.FileName), eventlog.Options{OnCommit: s.applyCommitted})
 	if err != nil {
 		return nil, err

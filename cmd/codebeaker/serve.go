@@ -34,6 +34,7 @@ type serveCommand struct {
 	logFormat       string
 	maxMessageBytes int64
 	maxReplyBytes   int
+	maxInFlight     int64
 	maxConnections  int
 	writeTimeout    time.Duration
 	idleConnTimeout time.Duration
@@ -54,6 +55,8 @@ func (c *serveCommand) flags() *flag.FlagSet {
 	fs.StringVar(&c.logFormat, "log-format", "auto", "log `format`: json, console, or auto (console on a terminal, json otherwise)")
 	fs.Int64Var(&c.maxMessageBytes, "max-message-bytes", 16<<20, "largest JSON-RPC message accepted, in `bytes`")
 	fs.IntVar(&c.maxReplyBytes, "max-reply-bytes", 32<<20, "largest reply sent, in `bytes`; a larger one becomes an error")
+	fs.Int64Var(&c.maxInFlight, "max-request-bytes-in-flight", rpc.DefaultMaxRequestBytesInFlight,
+		"`bytes` of requests held at once, across connections: frames being read and the commands they carry while queued or running; a frame past it gets -32004")
 	fs.IntVar(&c.maxConnections, "max-connections", 256, "WebSocket connections open at once")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 30*time.Second, "how long a reply may take to be written before the connection is dropped")
 	fs.DurationVar(&c.idleConnTimeout, "idle-connection-timeout", 5*time.Minute, "a connection with no request for this long is closed")
@@ -97,6 +100,9 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if c.writeTimeout <= 0 || c.idleConnTimeout <= 0 {
 		return errors.New("--write-timeout and --idle-connection-timeout must be longer than 0")
 	}
+	if min := rpc.DecodeCopies * c.maxMessageBytes; c.maxInFlight < min {
+		return fmt.Errorf("--max-request-bytes-in-flight (%d) must be at least %d times --max-message-bytes (%d): a message of the largest size counts that much until it is decoded", c.maxInFlight, rpc.DecodeCopies, c.maxMessageBytes)
+	}
 	logger, err := newLogger(c.stderr, c.logLevel, c.logFormat)
 	if err != nil {
 		return err
@@ -135,7 +141,7 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	}
 	server := rpc.NewServer(svc, rpc.ServerOptions{
 		MaxMessageBytes: c.maxMessageBytes, MaxReplyBytes: c.maxReplyBytes, MaxConnections: c.maxConnections,
-		WriteTimeout: c.writeTimeout, IdleTimeout: c.idleConnTimeout,
+		WriteTimeout: c.writeTimeout, IdleTimeout: c.idleConnTimeout, MaxRequestBytesInFlight: c.maxInFlight,
 	})
 	listener, err := net.Listen("tcp", c.addr)
 	if err != nil {

@@ -18,7 +18,8 @@ import (
 type Request struct {
 	Method string
 	// Params is the raw "params" member: an object, an array, or nil when
-	// absent. Decode it with DecodeParams.
+	// absent. Decode it with DecodeParams. A handler may set it to nil once
+	// decoded, so that a long call does not keep a large one.
 	Params json.RawMessage
 	// ID is the raw "id" member as sent (a string, a number or null), or nil
 	// for a notification.
@@ -58,7 +59,8 @@ type Dispatcher struct {
 	OnInternalError func(ctx context.Context, req *Request, err error)
 	// MaxReplyBytes caps a reply frame; 0 means no cap. A response over it
 	// is replaced by the error ReplyTooLarge returns, and so are the batch
-	// elements that would take a batch's reply over it.
+	// elements that would take a batch's reply over it (elements are
+	// measured as they finish: those that finish first are kept).
 	MaxReplyBytes int
 	// ReplyTooLarge is that error, given the size refused; nil means
 	// -32603 Internal error.
@@ -119,34 +121,44 @@ func (d *Dispatcher) Handle(ctx context.Context, frame []byte) []byte {
 			fmt.Sprintf("batch of %d requests exceeds the limit of %d", n, limit)))
 	}
 
+	// Each reply is measured as soon as it is made, so that the replies
+	// kept for the batch never pass MaxReplyBytes: the elements that
+	// finish first are kept, the ones that would take the batch over the
+	// cap get ReplyTooLarge.
 	replies := make([][]byte, len(elems))
-	reqs := make([]*Request, len(elems))
+	var (
+		mu    sync.Mutex
+		total int
+	)
+	keep := func(i int, req *Request, r []byte) {
+		if r == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if d.MaxReplyBytes > 0 && total+len(r)+1 > d.MaxReplyBytes {
+			r = d.tooLarge(req, len(r))
+		}
+		total += len(r) + 1
+		replies[i] = r
+	}
 	sem := make(chan struct{}, orDefault(d.BatchConcurrency, 16))
 	var wg sync.WaitGroup
 	for i, elem := range elems {
+		elems[i] = nil // the request is decoded below; only it is kept
 		req, err := parse(elem)
-		reqs[i] = req
 		if err != nil {
-			replies[i] = d.reply(ctx, req, nil, err)
+			keep(i, req, d.reply(ctx, req, nil, err))
 			continue
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			replies[i] = d.call(ctx, req)
+			keep(i, req, d.call(ctx, req))
 		})
 	}
 	wg.Wait()
 
-	if d.MaxReplyBytes > 0 {
-		total := 0
-		for i, r := range replies {
-			if r != nil && total+len(r)+1 > d.MaxReplyBytes {
-				replies[i] = d.tooLarge(reqs[i], len(r))
-			}
-			total += len(replies[i]) + 1
-		}
-	}
 	replies = slices.DeleteFunc(replies, func(r []byte) bool { return r == nil })
 	if len(replies) == 0 {
 		return nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -308,7 +309,8 @@ func TestPanicWhileEncoding(t *testing.T) {
 }
 
 func TestMaxReplyBytes(t *testing.T) {
-	d := &jsonrpc.Dispatcher{MaxReplyBytes: 100, ReplyTooLarge: func(size int) *jsonrpc.Error {
+	// One at a time, batch elements finish in order.
+	d := &jsonrpc.Dispatcher{MaxReplyBytes: 100, BatchConcurrency: 1, ReplyTooLarge: func(size int) *jsonrpc.Error {
 		return jsonrpc.NewError(-32005, "reply too large", size)
 	}}
 	d.Register("echo", jsonrpc.HandlerFunc(func(_ context.Context, req *jsonrpc.Request) (any, error) {
@@ -324,7 +326,7 @@ func TestMaxReplyBytes(t *testing.T) {
 		t.Errorf("large reply: %s", got)
 	}
 	// In a batch, the elements that would take the reply over the cap are
-	// refused; the ones before them are kept.
+	// refused; the ones that finished before them are kept.
 	got := d.Handle(ctx, []byte(`[{"jsonrpc":"2.0","id":1,"method":"echo","params":[30]},{"jsonrpc":"2.0","id":2,"method":"echo","params":[30]},{"jsonrpc":"2.0","id":3,"method":"echo","params":[1]}]`))
 	var replies []map[string]any
 	if err := json.Unmarshal(got, &replies); err != nil || len(replies) != 3 {
@@ -335,5 +337,40 @@ func TestMaxReplyBytes(t *testing.T) {
 	}
 	if len(got) > 100+len(`{"jsonrpc":"2.0","id":2,"error":{"code":-32005,"message":"reply too large","data":70}}`)*2 {
 		t.Errorf("batch reply of %d bytes", len(got))
+	}
+}
+
+// A batch's replies are measured as they are made: the elements past the
+// cap are not all held until the batch ends.
+func TestBatchRepliesAreMeasuredAsTheyAreMade(t *testing.T) {
+	const elements, replyBytes, maxReply = 40, 1 << 20, 4 << 20
+	var (
+		peak uint64
+		base uint64
+	)
+	d := &jsonrpc.Dispatcher{MaxReplyBytes: maxReply, BatchConcurrency: 1}
+	d.Register("big", jsonrpc.HandlerFunc(func(context.Context, *jsonrpc.Request) (any, error) {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		peak = max(peak, m.HeapAlloc)
+		return strings.Repeat("x", replyBytes), nil
+	}))
+	var batch []string
+	for i := range elements {
+		batch = append(batch, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"big"}`, i))
+	}
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	base = m.HeapAlloc
+	reply := d.Handle(context.Background(), []byte("["+strings.Join(batch, ",")+"]"))
+	grew := int64(peak) - int64(base)
+	t.Logf("heap grew by %.1f MiB while the batch ran (%d replies of %d MiB, cap %d MiB)", float64(grew)/(1<<20), elements, replyBytes>>20, maxReply>>20)
+	if grew > 2*maxReply {
+		t.Errorf("heap grew by %.1f MiB while a batch with a %d MiB reply cap ran", float64(grew)/(1<<20), maxReply>>20)
+	}
+	if len(reply) > maxReply+elements*100 {
+		t.Errorf("batch reply of %d bytes", len(reply))
 	}
 }
