@@ -58,7 +58,7 @@ func (w *Workspace) Close() error { return w.root.Close() }
 // Remove closes the workspace and deletes its folder.
 func (w *Workspace) Remove() error {
 	w.root.Close()
-	return os.RemoveAll(w.dir)
+	return RemoveTree(w.dir)
 }
 
 // PathError is a file command that failed for a reason the client caused or
@@ -350,15 +350,26 @@ func (w *Workspace) Delete(p string) (string, error) {
 		return "", clientError(rel, err)
 	}
 	if info.IsDir() {
-		// RemoveAll empties the folder, then removes it; that fails (with
-		// ENOTEMPTY) only if something filled it again meanwhile.
-		if err = w.root.RemoveAll(rel); errors.Is(err, syscall.ENOTEMPTY) {
+		// removeTree empties the folder, then removes it; that fails (with
+		// ENOTEMPTY) only if something kept filling it meanwhile.
+		if err = w.removeTree(rel); errors.Is(err, syscall.ENOTEMPTY) {
 			return "", pathErrorf("could not delete %s: files were created in it while it was being deleted (a program in the session is writing there); the folder is still there, with those files", Display(rel))
 		}
 	} else {
 		err = w.root.Remove(rel)
 	}
 	return Display(rel), clientError(rel, err)
+}
+
+// removeTree removes the folder rel with all it holds (see removeTree),
+// opening its parent through the root.
+func (w *Workspace) removeTree(rel string) error {
+	parent, err := w.openFile(path.Dir(rel), os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer parent.Close()
+	return removeTree(parent, path.Base(rel))
 }
 
 // Entry is one item of a folder listing.
