@@ -162,28 +162,33 @@ func cacheDir(workspace string) string {
 	return filepath.Clean(workspace) + ".deno-cache"
 }
 
+// Validate refuses what a Deno session does not take: an image, and
+// permission entries that cannot be passed to Deno.
+func (r *Runtime) Validate(spec sandbox.Spec) error {
+	if spec.Image != "" {
+		return sandbox.InvalidSpec(`"dockerImage" applies only to Docker languages, not %s`, spec.Language.Name)
+	}
+	return checkPermissions(spec.Permissions)
+}
+
 // Create makes a session's sandbox: its DENO_DIR and its cgroup. Nothing
 // runs until Exec. It works again on the same spec (after a restart).
 func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
+	if err := r.Validate(spec); err != nil {
+		return nil, err
+	}
 	t, err := r.findTools()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
 	}
 	if !safeSessionID.MatchString(spec.SessionID) {
-		return nil, fmt.Errorf("deno: session id %q cannot name a cgroup", spec.SessionID)
+		return nil, fmt.Errorf("session id %q cannot name a cgroup", spec.SessionID)
 	}
 	if !filepath.IsAbs(spec.Workspace) {
-		return nil, fmt.Errorf("deno: workspace %q is not an absolute path", spec.Workspace)
+		return nil, fmt.Errorf("workspace %q is not an absolute path", spec.Workspace)
 	}
 	if info, err := os.Stat(spec.Workspace); err != nil || !info.IsDir() {
-		return nil, fmt.Errorf("deno: workspace %s is not a folder: %v", spec.Workspace, err)
-	}
-	for _, list := range [][]string{spec.Permissions.Read, spec.Permissions.Write, spec.Permissions.Net, spec.Permissions.Env} {
-		for _, item := range list {
-			if item == "" || strings.ContainsAny(item, ",\x00") {
-				return nil, fmt.Errorf("deno: permission entry %q cannot be passed to Deno (empty, or holds a comma)", item)
-			}
-		}
+		return nil, fmt.Errorf("workspace %s is not a folder: %v", spec.Workspace, err)
 	}
 	s := &Sandbox{
 		rt:      r,
@@ -194,19 +199,19 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 		running: map[*exec.Cmd]struct{}{},
 	}
 	if err := os.MkdirAll(s.cache, 0o700); err != nil {
-		return nil, fmt.Errorf("deno: make the session's Deno cache: %w", err)
+		return nil, fmt.Errorf("make the session's Deno cache: %w", err)
 	}
 	if privileged() {
 		if err := os.Lchown(s.cache, sandbox.UID, sandbox.GID); err != nil {
 			os.RemoveAll(s.cache)
-			return nil, fmt.Errorf("deno: give the Deno cache to the sandbox user: %w", err)
+			return nil, fmt.Errorf("give the Deno cache to the sandbox user: %w", err)
 		}
 	}
 	if r.cg != nil {
 		s.cg, err = r.cg.make(spec.SessionID, spec.MemoryLimitMB, spec.CPUShares, spec.PidsLimit)
 		if err != nil {
 			os.RemoveAll(s.cache)
-			return nil, fmt.Errorf("%w: deno: make the session's cgroup: %v", sandbox.ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: make the session's cgroup: %v", sandbox.ErrUnavailable, err)
 		}
 	}
 	return s, nil
@@ -279,7 +284,7 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result, 
 	start := time.Now()
 	var res sandbox.Result
 	if err := ctx.Err(); err != nil {
-		return res, fmt.Errorf("deno: command cancelled before it started: %w", err)
+		return res, fmt.Errorf("command cancelled before it started: %w", err)
 	}
 	pol := policy{grants: s.grants, extra: s.extraFlags(), allowAll: s.rt.allowAllForTests}
 	var err error
@@ -322,7 +327,7 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result, 
 	if s.closed {
 		s.mu.Unlock()
 		release(false)
-		return res, errors.New("deno: the sandbox is closed")
+		return res, errors.New("the sandbox is closed")
 	}
 	if err := s.present(); err != nil {
 		s.mu.Unlock()
@@ -340,7 +345,7 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result, 
 	s.mu.Unlock()
 	if err != nil {
 		release(false)
-		return res, fmt.Errorf("deno: start bwrap: %w", err)
+		return res, fmt.Errorf("start bwrap: %w", err)
 	}
 	defer func() {
 		s.mu.Lock()
@@ -382,20 +387,20 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result, 
 
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) && !errors.Is(err, exec.ErrWaitDelay) {
-		return res, fmt.Errorf("deno: wait for the command: %w", err)
+		return res, fmt.Errorf("wait for the command: %w", err)
 	}
 	res.ExitCode = exitCode(cmd.ProcessState)
 	if killed {
 		if !res.TimedOut {
-			return res, fmt.Errorf("deno: command cancelled: %w", ctx.Err())
+			return res, fmt.Errorf("command cancelled: %w", ctx.Err())
 		}
 		return res, nil
 	}
 	if s.isClosed() {
-		return res, errors.New("deno: the sandbox was closed while the command ran")
+		return res, errors.New("the sandbox was closed while the command ran")
 	}
 	if msg, ok := setupFailure(res); ok {
-		return res, fmt.Errorf("%w: deno: the jail could not be set up: %s", sandbox.ErrUnavailable, msg)
+		return res, fmt.Errorf("%w: the jail could not be set up: %s", sandbox.ErrUnavailable, msg)
 	}
 	switch {
 	case s.cg != nil && s.cg.oomKills() > oomBefore:
@@ -411,7 +416,7 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result, 
 func hostAddrs() ([]string, error) {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
-		return nil, fmt.Errorf("deno: list the host's addresses: %w", err)
+		return nil, fmt.Errorf("list the host's addresses: %w", err)
 	}
 	var out []string
 	for _, a := range addrs {
@@ -439,7 +444,7 @@ func (s *Sandbox) present() error {
 	}
 	for _, d := range dirs {
 		if _, err := os.Stat(d); errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%w: deno: %s was removed", sandbox.ErrGone, d)
+			return fmt.Errorf("%w: %s was removed", sandbox.ErrGone, d)
 		}
 	}
 	return nil
@@ -477,7 +482,7 @@ func (s *Sandbox) command(p sandbox.Process, dir string, argv []string) (*exec.C
 		// clone3(CLONE_INTO_CGROUP): the process starts in the cgroup.
 		fd, err := os.Open(s.cg.dir())
 		if err != nil {
-			return nil, nil, fmt.Errorf("deno: open the session's cgroup: %w", err)
+			return nil, nil, fmt.Errorf("open the session's cgroup: %w", err)
 		}
 		attr.UseCgroupFD, attr.CgroupFD = true, int(fd.Fd())
 		cmd := exec.Command(s.tools.bwrap, args...)
@@ -502,7 +507,7 @@ func (s *Sandbox) command(p sandbox.Process, dir string, argv []string) (*exec.C
 			return nil
 		}
 		if err := s.cg.join(cmd.Process.Pid); err != nil {
-			return fmt.Errorf("%w: deno: %v", sandbox.ErrUnavailable, err)
+			return fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
 		}
 		_, err := w.Write([]byte("go\n"))
 		return err

@@ -158,8 +158,20 @@ func (r *Runtime) checkImage(name string, info image.InspectResponse) error {
 		sandbox.ErrImageNotAllowed, name, sandbox.LabelLanguage)
 }
 
+// Validate refuses what a container does not take: Deno's permissions.
+// The image is checked by Create, against the engine.
+func (r *Runtime) Validate(spec sandbox.Spec) error {
+	if spec.Permissions != nil {
+		return sandbox.InvalidSpec(`"permissions" applies only to deno sessions, not %s`, spec.Language.Name)
+	}
+	return nil
+}
+
 // Create makes and starts the container of one session.
 func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
+	if err := r.Validate(spec); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	info, err := r.api.ImageInspect(ctx, spec.Image)
@@ -248,7 +260,7 @@ func (c *Container) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result
 	execID, stream, err := c.start(ctx, p)
 	if err != nil {
 		if ctx.Err() != nil {
-			return res, fmt.Errorf("docker: command cancelled before it started: %w", ctx.Err())
+			return res, fmt.Errorf("command cancelled before it started: %w", ctx.Err())
 		}
 		return res, err
 	}
@@ -317,7 +329,7 @@ func (c *Container) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result
 		res.OOMKilled = c.sawOOMKill(context.WithoutCancel(ctx))
 	}
 	if killed && !res.TimedOut {
-		return res, fmt.Errorf("docker: command cancelled: %w", ctx.Err())
+		return res, fmt.Errorf("command cancelled: %w", ctx.Err())
 	}
 	return res, nil
 }
@@ -399,7 +411,7 @@ func (c *Container) kill(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	c.setMustKill(true)
-	return fmt.Errorf("%w: docker: could not kill the command's processes in container %s: %v", sandbox.ErrUnavailable, shortID(c.id), errors.Join(errs...))
+	return fmt.Errorf("%w: could not kill the command's processes in container %s: %v", sandbox.ErrUnavailable, shortID(c.id), errors.Join(errs...))
 }
 
 // restart kills everything in the container, the placeholder too, and
@@ -470,7 +482,7 @@ func (c *Container) exitCode(ctx context.Context, execID string) (int, error) {
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
-			return 0, fmt.Errorf("docker: command still running after its output ended: %w", ctx.Err())
+			return 0, fmt.Errorf("command still running after its output ended: %w", ctx.Err())
 		}
 	}
 }
