@@ -72,7 +72,8 @@ type Sandbox interface {
 	// killing everything it started. An error means the process could not be
 	// run or waited for; a process that ran and failed is a Result, and so
 	// is one that timed out (TimedOut). When ctx ends first, the error wraps
-	// ctx.Err(). The sandboxtest package checks all of this.
+	// ctx.Err(). Runtimes keep this through Run; the sandboxtest package
+	// checks all of it.
 	Exec(ctx context.Context, p Process) (Result, error)
 	// Close stops the sandbox and frees what it holds. It is idempotent.
 	Close(ctx context.Context) error
