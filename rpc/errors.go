@@ -28,7 +28,7 @@ var (
 )
 
 // invalidParams is a request the client must change; its text is for the
-// client.
+// client. A runtime's *sandbox.SpecError is one too (-32602).
 type invalidParams struct{ msg string }
 
 func (e *invalidParams) Error() string { return e.msg }
@@ -54,24 +54,20 @@ func toRPC(err error) error {
 		return err
 	}
 	var bad *invalidParams
-	if errors.As(err, &bad) {
+	var spec *sandbox.SpecError
+	switch {
+	case errors.As(err, &bad):
 		return jsonrpc.InvalidParams("%s", bad.msg)
+	case errors.As(err, &spec):
+		return jsonrpc.InvalidParams("%s", spec.Error())
 	}
 	for _, c := range codes {
 		if errors.Is(err, c.err) {
-			detail := strings.TrimPrefix(clientText(err), c.err.Error()+": ")
+			// The message is what failed, the data why: the text the
+			// error wraps c.err with.
+			detail := strings.TrimPrefix(err.Error(), c.err.Error()+": ")
 			return jsonrpc.NewError(c.code, c.err.Error(), detail)
 		}
 	}
 	return err
-}
-
-// clientText strips the package prefixes Go errors carry ("sandbox: ...")
-// from the detail shown to clients; those errors are written to be shown.
-func clientText(err error) string {
-	msg := err.Error()
-	for _, prefix := range []string{"sandbox: ", "docker: ", "deno: "} {
-		msg = strings.TrimPrefix(msg, prefix)
-	}
-	return msg
 }

@@ -123,7 +123,7 @@ func (s *Service) runJob(l *liveSession, j *job) jobResult {
 	if runErr != nil {
 		// The command could not be run (sandbox gone, engine down): the
 		// client gets a failed command, the log gets why.
-		o = outcome{err: "could not run the command: " + clientText(runErr)}
+		o = outcome{err: "could not run the command: " + runErr.Error()}
 		s.cfg.Logger.Error().Err(runErr).Str("session", l.id).Str("command", j.cmd.Type).Msg("command failed to run")
 	}
 	if l.ctx.Err() != nil && !o.success {

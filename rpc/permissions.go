@@ -3,21 +3,22 @@ package rpc
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/sandbox"
 )
 
-const maxPermissionEntries = 64
-
-// permissions turns a Deno session's grants as sent (true, false or a list
-// per field) into sandbox.Permissions.
-func permissions(p *eventlog.Permissions) (sandbox.Permissions, error) {
-	var out sandbox.Permissions
+// permissions turns a session's grants as sent (true, false or a list of
+// strings per field) into sandbox.Permissions; nil when none were sent.
+// What a runtime makes of them is its own to check (Runtime.Validate). It
+// reads the fields in order and stops at the first of the wrong form,
+// returning those before it with the error, so that problems are told in
+// the order the fields come.
+func permissions(p *eventlog.Permissions) (*sandbox.Permissions, error) {
 	if p == nil {
-		return out, nil
+		return nil, nil
 	}
+	out := &sandbox.Permissions{}
 	fields := []struct {
 		name string
 		raw  json.RawMessage
@@ -48,14 +49,6 @@ func permission(raw json.RawMessage) ([]string, error) {
 	var list []string
 	if err := json.Unmarshal(raw, &list); err != nil {
 		return nil, fmt.Errorf("must be true, false or a list of strings")
-	}
-	if len(list) > maxPermissionEntries {
-		return nil, fmt.Errorf("lists %d entries; at most %d", len(list), maxPermissionEntries)
-	}
-	for _, item := range list {
-		if item == "" || len(item) > 4096 || strings.ContainsAny(item, ",\x00") {
-			return nil, fmt.Errorf("has an empty or over-long entry, or one with a comma (Deno's list separator)")
-		}
 	}
 	if len(list) == 0 {
 		return nil, nil // an empty list grants nothing

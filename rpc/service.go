@@ -261,9 +261,16 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 	if runtime == nil {
 		return projection.Session{}, fmt.Errorf("%w: the %s runtime is not configured on this server", sandbox.ErrUnavailable, lang.Kind)
 	}
-	perms, err := permissions(p.Permissions)
-	if err != nil {
+	id := strings.ToLower(ulid.Make().String())
+	// The runtime judges what the fields before a malformed one ask for
+	// first: problems are told in the order the settings come.
+	perms, permErr := permissions(p.Permissions)
+	spec := s.spec(id, lang, cfg, perms)
+	if err := runtime.Validate(spec); err != nil {
 		return projection.Session{}, err
+	}
+	if permErr != nil {
+		return projection.Session{}, permErr
 	}
 	s.mu.Lock()
 	switch {
@@ -282,7 +289,6 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 		s.mu.Unlock()
 	}()
 
-	id := strings.ToLower(ulid.Make().String())
 	logger := s.cfg.Logger.With().Str("session", id).Logger()
 	ctx = logger.WithContext(ctx)
 	if _, err := s.log.Append(ctx, eventlog.Record{SessionID: id, Type: eventlog.SessionCreating, Data: eventlog.SessionCreatingData{
@@ -290,7 +296,6 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 	}}); err != nil {
 		return projection.Session{}, err
 	}
-	spec := s.spec(id, lang, cfg, perms)
 	ws, err := sandbox.OpenWorkspace(spec.Workspace, sandbox.UID, sandbox.GID)
 	var box sandbox.Sandbox
 	if err == nil {
@@ -323,7 +328,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 }
 
 // spec is what a session's sandbox is made from.
-func (s *Service) spec(id string, lang sandbox.Language, cfg eventlog.SessionConfig, perms sandbox.Permissions) sandbox.Spec {
+func (s *Service) spec(id string, lang sandbox.Language, cfg eventlog.SessionConfig, perms *sandbox.Permissions) sandbox.Spec {
 	return sandbox.Spec{
 		SessionID: id, Language: lang, Image: cfg.Image, Workspace: s.workspaceDir(id),
 		MemoryLimitMB: cfg.MemoryLimitMB, CPUShares: cfg.CPUShares, PidsLimit: cfg.PidsLimit, Permissions: perms,
@@ -393,18 +398,12 @@ func (s *Service) sessionConfig(p CreateParams) (sandbox.Language, eventlog.Sess
 		}
 		cfg.CPUShares = *p.CPUShares
 	}
+	// Whether the language's runtime takes these is its own to say
+	// (Runtime.Validate).
 	if p.DockerImage != "" {
-		if lang.Kind != sandbox.KindDocker {
-			return lang, cfg, &invalidParams{fmt.Sprintf(`"dockerImage" applies only to Docker languages, not %s`, lang.Name)}
-		}
 		cfg.Image = p.DockerImage
 	}
-	if p.Permissions != nil {
-		if lang.Kind != sandbox.KindDeno {
-			return lang, cfg, &invalidParams{fmt.Sprintf(`"permissions" applies only to deno sessions, not %s`, lang.Name)}
-		}
-		cfg.Permissions = p.Permissions
-	}
+	cfg.Permissions = p.Permissions
 	return lang, cfg, nil
 }
 

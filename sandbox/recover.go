@@ -8,7 +8,7 @@ import (
 // ErrGone is a sandbox that no longer exists or no longer runs (removed
 // behind the server's back, or its engine restarted). A command that failed
 // with it never started, so it may be retried once the sandbox is back.
-var ErrGone = errors.New("sandbox: the session's sandbox is gone")
+var ErrGone = errors.New("the session's sandbox is gone")
 
 // Discarder is a runtime without Reattacher that still holds something of
 // a session's between commands (Deno: a cgroup and a cache folder). A

@@ -3,21 +3,37 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
-// Errors a runtime reports; rpc maps them to client errors.
+// Errors a runtime reports; rpc maps them to client errors. Their texts,
+// and those of every error Create, Reattach and Exec return, are written
+// for clients: they say what failed and why, with no package prefix.
 var (
-	ErrUnavailable   = errors.New("sandbox: runtime unavailable")
-	ErrImageNotFound = errors.New("sandbox: image not found")
+	ErrUnavailable   = errors.New("runtime unavailable")
+	ErrImageNotFound = errors.New("image not found")
 	// ErrImageNotAllowed is an image on the host that sessions may not
 	// use: not a runtime image built for UID, nor allowed by the operator.
-	ErrImageNotAllowed = errors.New("sandbox: image not allowed")
+	ErrImageNotAllowed = errors.New("image not allowed")
 	// ErrCannotStart is a program that could not be started: not found,
 	// not executable. The client's doing, so a failed command, not a
 	// server error.
 	ErrCannotStart = errors.New("cannot start")
 )
+
+// SpecError is a Spec that a runtime does not take: a setting the client
+// asked for that its language's runtime has no use for, or cannot pass
+// on. Its text is for the client, naming settings as the client sends
+// them ("dockerImage", "permissions.allowRead").
+type SpecError struct{ msg string }
+
+func (e *SpecError) Error() string { return e.msg }
+
+// InvalidSpec returns a *SpecError.
+func InvalidSpec(format string, args ...any) error {
+	return &SpecError{fmt.Sprintf(format, args...)}
+}
 
 // Spec describes the sandbox of one session.
 type Spec struct {
@@ -28,7 +44,7 @@ type Spec struct {
 	MemoryLimitMB int
 	CPUShares     int
 	PidsLimit     int
-	Permissions   Permissions // process runtimes only
+	Permissions   *Permissions // nil: none asked for
 }
 
 // Permissions are Deno-style grants: nil means none, an empty non-nil list
@@ -39,7 +55,12 @@ type Permissions struct {
 
 // Runtime makes sandboxes of one kind.
 type Runtime interface {
-	// Create makes and starts a sandbox. It removes what it made if it fails.
+	// Validate says whether the runtime takes what spec asks for, before
+	// anything is made: each runtime knows its own settings. Its errors
+	// are *SpecError.
+	Validate(spec Spec) error
+	// Create makes and starts a sandbox. It removes what it made if it
+	// fails. It refuses what Validate refuses.
 	Create(ctx context.Context, spec Spec) (Sandbox, error)
 }
 
@@ -51,7 +72,8 @@ type Sandbox interface {
 	// killing everything it started. An error means the process could not be
 	// run or waited for; a process that ran and failed is a Result, and so
 	// is one that timed out (TimedOut). When ctx ends first, the error wraps
-	// ctx.Err(). The sandboxtest package checks all of this.
+	// ctx.Err(). Runtimes keep this through Run; the sandboxtest package
+	// checks all of it.
 	Exec(ctx context.Context, p Process) (Result, error)
 	// Close stops the sandbox and frees what it holds. It is idempotent.
 	Close(ctx context.Context) error

@@ -5,17 +5,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/codebeaker/codebeaker/sandbox"
 )
@@ -26,10 +27,6 @@ const (
 	InstallDir      = "/opt/codebeaker/deno"
 	DefaultDenoPath = InstallDir + "/bin/deno"
 )
-
-// killGrace is how long output may keep flowing after a kill before the
-// pipes are cut.
-const killGrace = 5 * time.Second
 
 // Options configure a Runtime. Zero values are looked up or defaulted.
 type Options struct {
@@ -162,28 +159,33 @@ func cacheDir(workspace string) string {
 	return filepath.Clean(workspace) + ".deno-cache"
 }
 
+// Validate refuses what a Deno session does not take: an image, and
+// permission entries that cannot be passed to Deno.
+func (r *Runtime) Validate(spec sandbox.Spec) error {
+	if spec.Image != "" {
+		return sandbox.InvalidSpec(`"dockerImage" applies only to Docker languages, not %s`, spec.Language.Name)
+	}
+	return checkPermissions(spec.Permissions)
+}
+
 // Create makes a session's sandbox: its DENO_DIR and its cgroup. Nothing
 // runs until Exec. It works again on the same spec (after a restart).
 func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
+	if err := r.Validate(spec); err != nil {
+		return nil, err
+	}
 	t, err := r.findTools()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
 	}
 	if !safeSessionID.MatchString(spec.SessionID) {
-		return nil, fmt.Errorf("deno: session id %q cannot name a cgroup", spec.SessionID)
+		return nil, fmt.Errorf("session id %q cannot name a cgroup", spec.SessionID)
 	}
 	if !filepath.IsAbs(spec.Workspace) {
-		return nil, fmt.Errorf("deno: workspace %q is not an absolute path", spec.Workspace)
+		return nil, fmt.Errorf("workspace %q is not an absolute path", spec.Workspace)
 	}
 	if info, err := os.Stat(spec.Workspace); err != nil || !info.IsDir() {
-		return nil, fmt.Errorf("deno: workspace %s is not a folder: %v", spec.Workspace, err)
-	}
-	for _, list := range [][]string{spec.Permissions.Read, spec.Permissions.Write, spec.Permissions.Net, spec.Permissions.Env} {
-		for _, item := range list {
-			if item == "" || strings.ContainsAny(item, ",\x00") {
-				return nil, fmt.Errorf("deno: permission entry %q cannot be passed to Deno (empty, or holds a comma)", item)
-			}
-		}
+		return nil, fmt.Errorf("workspace %s is not a folder: %v", spec.Workspace, err)
 	}
 	s := &Sandbox{
 		rt:      r,
@@ -194,19 +196,19 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 		running: map[*exec.Cmd]struct{}{},
 	}
 	if err := os.MkdirAll(s.cache, 0o700); err != nil {
-		return nil, fmt.Errorf("deno: make the session's Deno cache: %w", err)
+		return nil, fmt.Errorf("make the session's Deno cache: %w", err)
 	}
 	if privileged() {
 		if err := os.Lchown(s.cache, sandbox.UID, sandbox.GID); err != nil {
 			os.RemoveAll(s.cache)
-			return nil, fmt.Errorf("deno: give the Deno cache to the sandbox user: %w", err)
+			return nil, fmt.Errorf("give the Deno cache to the sandbox user: %w", err)
 		}
 	}
 	if r.cg != nil {
 		s.cg, err = r.cg.make(spec.SessionID, spec.MemoryLimitMB, spec.CPUShares, spec.PidsLimit)
 		if err != nil {
 			os.RemoveAll(s.cache)
-			return nil, fmt.Errorf("%w: deno: make the session's cgroup: %v", sandbox.ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: make the session's cgroup: %v", sandbox.ErrUnavailable, err)
 		}
 	}
 	return s, nil
@@ -276,134 +278,138 @@ func killGroup(cmd *exec.Cmd) {
 
 // Exec runs one command in a fresh jail.
 func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result, error) {
-	start := time.Now()
-	var res sandbox.Result
-	if err := ctx.Err(); err != nil {
-		return res, fmt.Errorf("deno: command cancelled before it started: %w", err)
-	}
+	return sandbox.Run(ctx, p, func(stdout, stderr io.Writer) (sandbox.Started, error) {
+		argv, dir, err := s.commandLine(p)
+		if err != nil {
+			return nil, err
+		}
+		cmd, release, err := s.command(p, dir, argv)
+		if err != nil {
+			return nil, err
+		}
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		if len(p.Stdin) > 0 {
+			cmd.Stdin = bytes.NewReader(p.Stdin)
+		}
+		cmd.WaitDelay = sandbox.KillGrace // then Wait cuts the pipes itself
+		return s.launch(cmd, release)
+	})
+}
+
+// commandLine is the deno command line run in the jail for p, within the
+// session's policy, and the folder it runs in. Errors that are the
+// client's wrap sandbox.ErrCannotStart.
+func (s *Sandbox) commandLine(p sandbox.Process) (argv []string, dir string, err error) {
 	pol := policy{grants: s.grants, extra: s.extraFlags(), allowAll: s.rt.allowAllForTests}
-	var err error
 	if !s.grants[kindNet].none() {
 		if pol.hostAddrs, err = hostAddrs(); err != nil {
-			return res, err
+			return nil, "", err
 		}
 	}
-	argv, err := denoArgs(p.Args, pol)
-	if err != nil {
-		return res, err
+	if argv, err = denoArgs(p.Args, pol); err != nil {
+		return nil, "", err
 	}
 	if err := checkEnv(p.Env); err != nil {
-		return res, err
+		return nil, "", err
 	}
-	dir := p.Dir
+	dir = p.Dir
 	if dir == "" {
 		dir = sandbox.WorkspaceDir
 	}
 	if strings.ContainsRune(dir, 0) {
-		return res, fmt.Errorf("%w: the working directory holds a NUL byte", sandbox.ErrCannotStart)
+		return nil, "", fmt.Errorf("%w: the working directory holds a NUL byte", sandbox.ErrCannotStart)
 	}
 	if dir != sandbox.WorkspaceDir && !strings.HasPrefix(dir, sandbox.WorkspaceDir+"/") {
-		return res, fmt.Errorf("%w: working directory %s is outside %s", sandbox.ErrCannotStart, dir, sandbox.WorkspaceDir)
+		return nil, "", fmt.Errorf("%w: working directory %s is outside %s", sandbox.ErrCannotStart, dir, sandbox.WorkspaceDir)
 	}
+	return argv, dir, nil
+}
 
-	cmd, release, err := s.command(p, dir, argv)
-	if err != nil {
-		return res, err
-	}
-	stdout := &sandbox.CappedBuffer{Limit: p.OutputLimit}
-	stderr := &sandbox.CappedBuffer{Limit: p.OutputLimit}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if len(p.Stdin) > 0 {
-		cmd.Stdin = bytes.NewReader(p.Stdin)
-	}
-	cmd.WaitDelay = killGrace
-
+// launch starts cmd as one of the session's commands, which Close kills:
+// not once the sandbox is closed, nor when what Create made is gone.
+// release (see command) is told whether it started.
+func (s *Sandbox) launch(cmd *exec.Cmd, release func(started bool) error) (*jailed, error) {
+	j := &jailed{s: s, cmd: cmd}
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		release(false)
-		return res, errors.New("deno: the sandbox is closed")
-	}
-	if err := s.present(); err != nil {
-		s.mu.Unlock()
-		release(false)
-		return res, err
-	}
-	var oomBefore int64
-	if s.cg != nil {
-		oomBefore = s.cg.oomKills()
-	}
-	err = cmd.Start()
-	if err == nil {
-		s.running[cmd] = struct{}{}
-	}
+	err := s.startLocked(j)
 	s.mu.Unlock()
 	if err != nil {
 		release(false)
-		return res, fmt.Errorf("deno: start bwrap: %w", err)
+		return nil, err
 	}
-	defer func() {
-		s.mu.Lock()
-		delete(s.running, cmd)
-		s.mu.Unlock()
-	}()
 	if err := release(true); err != nil {
 		killGroup(cmd)
 		cmd.Wait()
-		return res, err
+		j.forget()
+		return nil, err
 	}
+	return j, nil
+}
 
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	var timeout <-chan time.Time
-	if p.Timeout > 0 {
-		t := time.NewTimer(p.Timeout)
-		defer t.Stop()
-		timeout = t.C
+func (s *Sandbox) startLocked(j *jailed) error {
+	if s.closed {
+		return errors.New("the sandbox is closed")
 	}
-	killed := false
-	select {
-	case err = <-waited:
-	case <-timeout:
-		res.TimedOut, killed = true, true
-	case <-ctx.Done():
-		killed = true
+	if err := s.present(); err != nil {
+		return err
 	}
-	if killed {
-		killGroup(cmd)
-		if s.cg != nil {
-			s.cg.killAll()
-		}
-		err = <-waited
+	if s.cg != nil {
+		j.oomBefore = s.cg.oomKills()
 	}
-	res.Duration = time.Since(start)
-	res.Stdout, res.StdoutBytes, res.StdoutTruncated = stdout.Bytes(), stdout.Total(), stdout.Truncated()
-	res.Stderr, res.StderrBytes, res.StderrTruncated = stderr.Bytes(), stderr.Total(), stderr.Truncated()
+	if err := j.cmd.Start(); err != nil {
+		return fmt.Errorf("start bwrap: %w", err)
+	}
+	s.running[j.cmd] = struct{}{}
+	return nil
+}
 
+// jailed is a command started in its jail, as sandbox.Run drives it.
+type jailed struct {
+	s         *Sandbox
+	cmd       *exec.Cmd
+	oomBefore int64 // the cgroup's OOM kills before it started
+}
+
+func (j *jailed) Wait() error { return j.cmd.Wait() }
+
+// Kill ends the jail, and with the cgroup whatever may have left it.
+func (j *jailed) Kill() error {
+	killGroup(j.cmd)
+	if j.s.cg != nil {
+		j.s.cg.killAll()
+	}
+	return nil
+}
+
+// Cut has nothing to do: the command's WaitDelay cuts the pipes.
+func (j *jailed) Cut() {}
+
+// End judges how the command ended: a jail that could not be set up, a
+// sandbox closed under it, an OOM kill.
+func (j *jailed) End(res *sandbox.Result, killed bool, waitErr error) error {
+	j.forget()
 	var exitErr *exec.ExitError
-	if err != nil && !errors.As(err, &exitErr) && !errors.Is(err, exec.ErrWaitDelay) {
-		return res, fmt.Errorf("deno: wait for the command: %w", err)
+	if waitErr != nil && !errors.As(waitErr, &exitErr) && !errors.Is(waitErr, exec.ErrWaitDelay) {
+		return fmt.Errorf("wait for the command: %w", waitErr)
 	}
-	res.ExitCode = exitCode(cmd.ProcessState)
-	if killed {
-		if !res.TimedOut {
-			return res, fmt.Errorf("deno: command cancelled: %w", ctx.Err())
-		}
-		return res, nil
-	}
-	if s.isClosed() {
-		return res, errors.New("deno: the sandbox was closed while the command ran")
-	}
-	if msg, ok := setupFailure(res); ok {
-		return res, fmt.Errorf("%w: deno: the jail could not be set up: %s", sandbox.ErrUnavailable, msg)
-	}
+	res.ExitCode = exitCode(j.cmd.ProcessState)
 	switch {
-	case s.cg != nil && s.cg.oomKills() > oomBefore:
-		res.OOMKilled = true
-	case v8OutOfMemory(res):
-		res.OOMKilled = true
+	case killed:
+		return nil
+	case j.s.isClosed():
+		return errors.New("the sandbox was closed while the command ran")
 	}
-	return res, nil
+	if msg, ok := setupFailure(*res); ok {
+		return fmt.Errorf("%w: the jail could not be set up: %s", sandbox.ErrUnavailable, msg)
+	}
+	res.OOMKilled = j.s.cg != nil && j.s.cg.oomKills() > j.oomBefore || v8OutOfMemory(*res)
+	return nil
+}
+
+func (j *jailed) forget() {
+	j.s.mu.Lock()
+	defer j.s.mu.Unlock()
+	delete(j.s.running, j.cmd)
 }
 
 // hostAddrs are the addresses of the host's own interfaces but loopback
@@ -411,7 +417,7 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result, 
 func hostAddrs() ([]string, error) {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
-		return nil, fmt.Errorf("deno: list the host's addresses: %w", err)
+		return nil, fmt.Errorf("list the host's addresses: %w", err)
 	}
 	var out []string
 	for _, a := range addrs {
@@ -439,7 +445,7 @@ func (s *Sandbox) present() error {
 	}
 	for _, d := range dirs {
 		if _, err := os.Stat(d); errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%w: deno: %s was removed", sandbox.ErrGone, d)
+			return fmt.Errorf("%w: %s was removed", sandbox.ErrGone, d)
 		}
 	}
 	return nil
@@ -477,7 +483,7 @@ func (s *Sandbox) command(p sandbox.Process, dir string, argv []string) (*exec.C
 		// clone3(CLONE_INTO_CGROUP): the process starts in the cgroup.
 		fd, err := os.Open(s.cg.dir())
 		if err != nil {
-			return nil, nil, fmt.Errorf("deno: open the session's cgroup: %w", err)
+			return nil, nil, fmt.Errorf("open the session's cgroup: %w", err)
 		}
 		attr.UseCgroupFD, attr.CgroupFD = true, int(fd.Fd())
 		cmd := exec.Command(s.tools.bwrap, args...)
@@ -502,7 +508,7 @@ func (s *Sandbox) command(p sandbox.Process, dir string, argv []string) (*exec.C
 			return nil
 		}
 		if err := s.cg.join(cmd.Process.Pid); err != nil {
-			return fmt.Errorf("%w: deno: %v", sandbox.ErrUnavailable, err)
+			return fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
 		}
 		_, err := w.Write([]byte("go\n"))
 		return err
@@ -527,15 +533,26 @@ var netFiles = []string{"/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", 
 
 // jailArgs are bwrap's arguments for one command.
 func (s *Sandbox) jailArgs(p sandbox.Process, dir string, argv []string) []string {
+	// Only commands that run code share the host's network, with Deno's
+	// net flags. Tools (check, info, doc, ...) download remote modules with
+	// no permission check at all.
+	net := !s.grants[kindNet].none() && len(argv) > 1 && permissioned[argv[1]]
+	a := slices.Concat(jailIsolation(net), jailEnv(p.Env), s.jailFiles(net), []string{"--chdir", dir})
+	if privileged() {
+		a = append(a, jailSetpriv,
+			"--reuid="+strconv.Itoa(sandbox.UID), "--regid="+strconv.Itoa(sandbox.GID), "--clear-groups",
+			"--bounding-set=-all", "--inh-caps=-all", "--no-new-privs", "--")
+	}
+	return append(a, argv...)
+}
+
+// jailIsolation are the jail's namespaces and capabilities.
+func jailIsolation(net bool) []string {
 	a := []string{
 		"--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
 		"--hostname", "sandbox",
 		"--die-with-parent", "--new-session",
 	}
-	// Only commands that run code share the host's network, with Deno's
-	// net flags. Tools (check, info, doc, ...) download remote modules with
-	// no permission check at all.
-	net := !s.grants[kindNet].none() && len(argv) > 1 && permissioned[argv[1]]
 	if !net {
 		a = append(a, "--unshare-net")
 	}
@@ -544,22 +561,26 @@ func (s *Sandbox) jailArgs(p sandbox.Process, dir string, argv []string) []strin
 		// is the host's sandbox.UID, so files it makes are that uid's, as
 		// in Docker sessions. setpriv in the jail drops to it;
 		// it needs these three capabilities, which it drops with the rest.
-		a = append(a, "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP")
-	} else {
-		a = append(a, "--unshare-user", "--disable-userns", "--cap-drop", "ALL")
+		return append(a, "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP")
 	}
+	return append(a, "--unshare-user", "--disable-userns", "--cap-drop", "ALL")
+}
 
-	// Environment: nothing of the host's.
-	a = append(a, "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "NO_COLOR", "1")
-	for _, kv := range p.Env {
+// jailEnv is the jail's environment: nothing of the host's.
+func jailEnv(env []string) []string {
+	a := []string{"--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "NO_COLOR", "1"}
+	for _, kv := range env {
 		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
 			a = append(a, "--setenv", k, v)
 		}
 	}
-	a = append(a, "--setenv", "PATH", "/usr/bin", "--setenv", "DENO_DIR", jailCache)
+	return append(a, "--setenv", "PATH", "/usr/bin", "--setenv", "DENO_DIR", jailCache)
+}
 
-	// File system: a fresh tmpfs root holding only what Deno needs.
-	a = append(a, "--perms", "0755", "--dir", "/usr", "--perms", "0755", "--dir", "/usr/bin")
+// jailFiles is the jail's file system: a fresh tmpfs root holding only
+// what Deno needs.
+func (s *Sandbox) jailFiles(net bool) []string {
+	a := []string{"--perms", "0755", "--dir", "/usr", "--perms", "0755", "--dir", "/usr/bin"}
 	for _, d := range libDirs {
 		info, err := os.Lstat(d)
 		switch {
@@ -595,13 +616,7 @@ func (s *Sandbox) jailArgs(p sandbox.Process, dir string, argv []string) []strin
 		// without one.
 		a = append(a, "--size", strconv.FormatInt(int64(s.spec.MemoryLimitMB)<<20, 10))
 	}
-	a = append(a, "--tmpfs", "/tmp", "--chdir", dir)
-	if privileged() {
-		a = append(a, jailSetpriv,
-			"--reuid="+strconv.Itoa(sandbox.UID), "--regid="+strconv.Itoa(sandbox.GID), "--clear-groups",
-			"--bounding-set=-all", "--inh-caps=-all", "--no-new-privs", "--")
-	}
-	return append(a, argv...)
+	return append(a, "--tmpfs", "/tmp")
 }
 
 // exitCode is the command's exit code, 128+n for a signal n (a kill shows

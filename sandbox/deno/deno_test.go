@@ -260,7 +260,7 @@ func TestDenoPermissions(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			s, ws := newSandbox(t, r, func(spec *sandbox.Spec) { spec.Permissions = c.perms })
+			s, ws := newSandbox(t, r, func(spec *sandbox.Spec) { spec.Permissions = &c.perms })
 			for code, want := range c.ok {
 				res, err := run(t, s, ws, code, func(p *sandbox.Process) { p.Env = c.env })
 				if err != nil || res.ExitCode != 0 || string(res.Stdout) != want {
@@ -282,7 +282,7 @@ func TestDenoPermissions(t *testing.T) {
 func TestDenoHostEnvironment(t *testing.T) {
 	r := newRuntime(t, Options{})
 	t.Setenv("CB_HOST_SECRET", "from the host")
-	s, ws := newSandbox(t, r, func(spec *sandbox.Spec) { spec.Permissions.Env = []string{} })
+	s, ws := newSandbox(t, r, func(spec *sandbox.Spec) { spec.Permissions = &sandbox.Permissions{Env: []string{}} })
 	out := mustRun(t, s, ws, `for (const [k, v] of Object.entries(Deno.env.toObject())) console.log(k + "=" + v)`)
 	// The jail sets these itself (Deno puts its node shims in front of
 	// PATH); any other variable the host has must be missing.
@@ -317,7 +317,7 @@ func TestDenoNetworkNamespace(t *testing.T) {
 	// With network access granted, the jail shares the host's network: it
 	// sees a host interface other than lo. (Interfaces may come and go on
 	// a busy host, so no exact list is compared.)
-	s, ws = newSandbox(t, r, func(spec *sandbox.Spec) { spec.Permissions.Net = []string{"example.com"} })
+	s, ws = newSandbox(t, r, func(spec *sandbox.Spec) { spec.Permissions = &sandbox.Permissions{Net: []string{"example.com"}} })
 	got := strings.Split(strings.TrimSpace(mustRun(t, s, ws, code)), ",")
 	ifaces, err := net.Interfaces()
 	if err != nil {
@@ -458,7 +458,7 @@ func TestDenoNetworkGuard(t *testing.T) {
 		{Net: []string{"example.invalid"}, Env: []string{}},
 	} {
 		t.Run("net "+strings.Join(perms.Net, ","), func(t *testing.T) {
-			s, ws := newSandbox(t, r, func(spec *sandbox.Spec) { spec.Permissions = perms })
+			s, ws := newSandbox(t, r, func(spec *sandbox.Spec) { spec.Permissions = &perms })
 			codes := proxied
 			if len(perms.Net) == 0 {
 				codes = map[string]string{}
@@ -528,7 +528,7 @@ Deno.writeTextFileSync("made-by-code.txt", "x");`)
 
 func TestDenoClientFlags(t *testing.T) {
 	r := newRuntime(t, Options{})
-	s, ws := newSandbox(t, r, func(spec *sandbox.Spec) { spec.Permissions.Net = []string{"example.com"} })
+	s, ws := newSandbox(t, r, func(spec *sandbox.Spec) { spec.Permissions = &sandbox.Permissions{Net: []string{"example.com"}} })
 	if _, err := ws.WriteFile("p.ts", []byte(`console.log(Deno.args.join(" "))`), false); err != nil {
 		t.Fatal(err)
 	}
@@ -892,7 +892,7 @@ func TestDenoSuite(t *testing.T) {
 	harness := func(r *Runtime, perms sandbox.Permissions) func(t *testing.T, tweak func(*sandbox.Spec)) (sandbox.Sandbox, *sandbox.Workspace) {
 		return func(t *testing.T, tweak func(*sandbox.Spec)) (sandbox.Sandbox, *sandbox.Workspace) {
 			s, ws := newSandbox(t, r, func(spec *sandbox.Spec) {
-				spec.Permissions = perms
+				spec.Permissions = &perms
 				if tweak != nil {
 					tweak(spec)
 				}

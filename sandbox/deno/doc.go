@@ -56,7 +56,9 @@
 // (--allow-read=a,b). Read and write always include /workspace:
 // --allow-read=/workspace --allow-write=/workspace is the default, and a
 // list adds to it. --no-prompt is always given. Net also decides the
-// network namespace: see Network access.
+// network namespace: see Network access. Validate (and so Create) refuses
+// a list of more than 64 entries, and an entry that is empty, longer than
+// 4096 bytes, or holds a comma (Deno's list separator) or a NUL byte.
 //
 // A client may pass its own --allow-read/-write/-net/-env (or -R, -W, -N,
 // -E) flags when they stay within the session's grants (they then replace

@@ -20,6 +20,42 @@ const (
 // shortKinds are Deno's one-letter permission flags (-R, -W, -N, -E).
 var shortKinds = map[byte]string{'R': kindRead, 'W': kindWrite, 'N': kindNet, 'E': kindEnv}
 
+// permissionList is one kind of a session's permissions, with the name
+// session.create gives it (permissions.allowRead, ...).
+type permissionList struct {
+	kind, param string
+	list        []string
+}
+
+func permissionLists(p *sandbox.Permissions) []permissionList {
+	if p == nil {
+		p = &sandbox.Permissions{}
+	}
+	return []permissionList{{kindRead, "allowRead", p.Read}, {kindWrite, "allowWrite", p.Write}, {kindNet, "allowNet", p.Net}, {kindEnv, "allowEnv", p.Env}}
+}
+
+// Bounds of a permission list: each entry goes on every command line.
+const (
+	maxPermissionEntries    = 64
+	maxPermissionEntryBytes = 4096
+)
+
+// checkPermissions refuses entries Deno cannot be given: its flags take
+// comma-separated lists, and no argument holds a NUL byte.
+func checkPermissions(p *sandbox.Permissions) error {
+	for _, l := range permissionLists(p) {
+		if len(l.list) > maxPermissionEntries {
+			return sandbox.InvalidSpec("permissions.%s lists %d entries; at most %d", l.param, len(l.list), maxPermissionEntries)
+		}
+		for _, item := range l.list {
+			if item == "" || len(item) > maxPermissionEntryBytes || strings.ContainsAny(item, ",\x00") {
+				return sandbox.InvalidSpec("permissions.%s has an empty or over-long entry, or one with a comma (Deno's list separator)", l.param)
+			}
+		}
+	}
+	return nil
+}
+
 // grant is one kind of permission: nothing, everything, or a list.
 type grant struct {
 	all  bool
@@ -32,16 +68,16 @@ func (g grant) none() bool { return !g.all && len(g.list) == 0 }
 // write: code may always use its own files.
 type grants map[string]grant
 
-func newGrants(p sandbox.Permissions) grants {
+func newGrants(p *sandbox.Permissions) grants {
 	g := grants{}
-	for kind, granted := range map[string][]string{kindRead: p.Read, kindWrite: p.Write, kindNet: p.Net, kindEnv: p.Env} {
+	for _, l := range permissionLists(p) {
 		switch {
-		case granted == nil:
-			g[kind] = grant{}
-		case len(granted) == 0:
-			g[kind] = grant{all: true}
+		case l.list == nil:
+			g[l.kind] = grant{}
+		case len(l.list) == 0:
+			g[l.kind] = grant{all: true}
 		default:
-			g[kind] = grant{list: slices.Clone(granted)}
+			g[l.kind] = grant{list: slices.Clone(l.list)}
 		}
 	}
 	for _, kind := range []string{kindRead, kindWrite} {

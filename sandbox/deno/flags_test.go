@@ -1,7 +1,10 @@
 package deno
 
 import (
+	"context"
 	"errors"
+	"io/fs"
+	"os"
 	"slices"
 	"testing"
 
@@ -11,9 +14,9 @@ import (
 // TestDenoArgs checks the command lines built from a client's, without
 // running them (the jail tests run them).
 func TestDenoArgs(t *testing.T) {
-	none := newGrants(sandbox.Permissions{})
-	lists := newGrants(sandbox.Permissions{Read: []string{"/tmp"}, Write: []string{"/workspace", "/tmp"}, Net: []string{"example.com"}, Env: []string{"A", "B"}})
-	all := newGrants(sandbox.Permissions{Read: []string{}, Write: []string{}, Net: []string{}, Env: []string{}})
+	none := newGrants(&sandbox.Permissions{})
+	lists := newGrants(&sandbox.Permissions{Read: []string{"/tmp"}, Write: []string{"/workspace", "/tmp"}, Net: []string{"example.com"}, Env: []string{"A", "B"}})
+	all := newGrants(&sandbox.Permissions{Read: []string{}, Write: []string{}, Net: []string{}, Env: []string{}})
 	const ws = "--allow-read=/workspace"
 	const wsw = "--allow-write=/workspace"
 	// With network access, code commands deny the host's own services
@@ -134,7 +137,7 @@ func TestJailNetwork(t *testing.T) {
 		{[]string{}, []string{jailDeno, "fmt"}, false},
 		{[]string{}, []string{jailDeno, "--version"}, false},
 	} {
-		s := &Sandbox{grants: newGrants(sandbox.Permissions{Net: c.net}), spec: sandbox.Spec{Workspace: "/ws"}, cache: "/ws.deno-cache",
+		s := &Sandbox{grants: newGrants(&sandbox.Permissions{Net: c.net}), spec: sandbox.Spec{Workspace: "/ws"}, cache: "/ws.deno-cache",
 			tools: tools{deno: "/d", bwrap: "/b", setpriv: "/s"}}
 		a := s.jailArgs(sandbox.Process{}, sandbox.WorkspaceDir, c.argv)
 		if got := !slices.Contains(a, "--unshare-net"); got != c.share {
@@ -143,5 +146,52 @@ func TestJailNetwork(t *testing.T) {
 		if got := slices.Contains(a, "/etc/resolv.conf"); got != c.share {
 			t.Errorf("net %q, %q: binds /etc/resolv.conf %v; want %v", c.net, c.argv, got, c.share)
 		}
+	}
+}
+
+// TestValidate: a Deno session takes no image, and no permission entry
+// that Deno cannot be given; Create refuses what Validate refuses, before
+// it makes anything.
+func TestValidate(t *testing.T) {
+	r := New(Options{NoCgroup: true})
+	ws := t.TempDir()
+	cases := []struct {
+		name  string
+		tweak func(*sandbox.Spec)
+		want  string // "" for a spec Deno takes
+	}{
+		{"plain", func(*sandbox.Spec) {}, ""},
+		{"grants", func(s *sandbox.Spec) {
+			s.Permissions = &sandbox.Permissions{Read: []string{"/tmp"}, Net: []string{}, Env: []string{"HOME"}}
+		}, ""},
+		{"image", func(s *sandbox.Spec) { s.Image = "alpine" }, `"dockerImage" applies only to Docker languages, not deno`},
+		{"comma", func(s *sandbox.Spec) { s.Permissions = &sandbox.Permissions{Net: []string{"a.com,b.com"}} },
+			"permissions.allowNet has an empty or over-long entry, or one with a comma (Deno's list separator)"},
+		{"too many", func(s *sandbox.Spec) { s.Permissions = &sandbox.Permissions{Env: make([]string, 65)} },
+			"permissions.allowEnv lists 65 entries; at most 64"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			spec := testSpec(t)
+			spec.Workspace = ws
+			c.tweak(&spec)
+			err := r.Validate(spec)
+			var se *sandbox.SpecError
+			switch {
+			case c.want == "" && err != nil:
+				t.Errorf("Validate: %v", err)
+			case c.want != "" && (!errors.As(err, &se) || err.Error() != c.want):
+				t.Errorf("Validate: %#v; want a *sandbox.SpecError %q", err, c.want)
+			}
+			if c.want == "" {
+				return
+			}
+			if _, err := r.Create(context.Background(), spec); !errors.As(err, &se) || err.Error() != c.want {
+				t.Errorf("Create: %v; want Validate's %q", err, c.want)
+			}
+			if _, err := os.Stat(cacheDir(ws)); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("Create made the Deno cache of a spec it refused (%v)", err)
+			}
+		})
 	}
 }

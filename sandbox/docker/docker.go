@@ -41,14 +41,10 @@ var SandboxUser = strconv.Itoa(sandbox.UID) + ":" + strconv.Itoa(sandbox.GID)
 // command: a hung engine must not hang a session forever.
 const apiTimeout = 30 * time.Second
 
-// killGrace is how long output may keep flowing after a kill before the
-// stream is cut.
-const killGrace = 5 * time.Second
-
 // A kill restarts the container (see kill): each restart and each look at
 // what is left has its own deadline, and a kill tries killTries times, so
-// a command ends within about killTries*(killTimeout+topTimeout)+killGrace
-// of its timeout even when the engine hangs.
+// a command ends within about killTries*(killTimeout+topTimeout) plus
+// sandbox.KillGrace of its timeout even when the engine hangs.
 const (
 	killTimeout = 15 * time.Second
 	topTimeout  = 5 * time.Second
@@ -158,8 +154,20 @@ func (r *Runtime) checkImage(name string, info image.InspectResponse) error {
 		sandbox.ErrImageNotAllowed, name, sandbox.LabelLanguage)
 }
 
+// Validate refuses what a container does not take: Deno's permissions.
+// The image is checked by Create, against the engine.
+func (r *Runtime) Validate(spec sandbox.Spec) error {
+	if spec.Permissions != nil {
+		return sandbox.InvalidSpec(`"permissions" applies only to deno sessions, not %s`, spec.Language.Name)
+	}
+	return nil
+}
+
 // Create makes and starts the container of one session.
 func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
+	if err := r.Validate(spec); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	info, err := r.api.ImageInspect(ctx, spec.Image)
@@ -237,92 +245,20 @@ func (c *Container) Close(ctx context.Context) error {
 
 // Exec runs one process in the container as the sandbox user.
 func (c *Container) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result, error) {
-	start := time.Now()
-	res := sandbox.Result{}
-	if c.mustKill() {
-		// An earlier kill failed: nothing runs beside what it may have left.
-		if err := c.kill(ctx); err != nil {
-			return res, err
-		}
-	}
-	execID, stream, err := c.start(ctx, p)
-	if err != nil {
-		if ctx.Err() != nil {
-			return res, fmt.Errorf("docker: command cancelled before it started: %w", ctx.Err())
-		}
-		return res, err
-	}
-	defer stream.Close()
-
-	if len(p.Stdin) > 0 {
-		go func() {
-			stream.Conn.Write(p.Stdin)
-			stream.CloseWrite()
-		}()
-	}
-	stdout := &sandbox.CappedBuffer{Limit: p.OutputLimit}
-	stderr := &sandbox.CappedBuffer{Limit: p.OutputLimit}
-	copied := make(chan error, 1)
-	go func() {
-		_, err := stdcopy.StdCopy(stdout, stderr, stream.Reader)
-		copied <- err
-	}()
-
-	var timeout <-chan time.Time
-	if p.Timeout > 0 {
-		t := time.NewTimer(p.Timeout)
-		defer t.Stop()
-		timeout = t.C
-	}
-	killed := false
-	select {
-	case <-copied:
-	case <-timeout:
-		res.TimedOut, killed = true, true
-	case <-ctx.Done():
-		killed = true
-	}
-	var killErr error
-	if killed {
-		killErr = c.kill(ctx)
-		// The kill ends the stream; one the engine keeps open is cut.
-		select {
-		case <-copied:
-		case <-time.After(killGrace):
-			stream.Close()
-			select { // closing the connection ends the copy; bounded all the same
-			case <-copied:
-			case <-time.After(time.Second):
+	return sandbox.Run(ctx, p, func(stdout, stderr io.Writer) (sandbox.Started, error) {
+		if c.mustKill() {
+			// An earlier kill failed: nothing runs beside what it may have left.
+			if err := c.kill(ctx); err != nil {
+				return nil, err
 			}
 		}
-	}
-	res.Duration = time.Since(start)
-	res.Stdout, res.StdoutBytes, res.StdoutTruncated = stdout.Bytes(), stdout.Total(), stdout.Truncated()
-	res.Stderr, res.StderrBytes, res.StderrTruncated = stderr.Bytes(), stderr.Total(), stderr.Truncated()
-	if killErr != nil {
-		return res, killErr
-	}
-
-	exit := 137 // SIGKILLed with everything in the container
-	if !killed {
-		if exit, err = c.exitCode(context.WithoutCancel(ctx), execID); err != nil {
-			return res, err
-		}
-	}
-	res.ExitCode = exit
-	if (exit == 126 || exit == 127) && bytes.HasPrefix(res.Stdout, []byte("OCI runtime exec failed")) {
-		return res, fmt.Errorf("%w %q: %s", sandbox.ErrCannotStart, p.Args[0], startFailure(string(res.Stdout)))
-	}
-	if exit == 137 && !killed {
-		res.OOMKilled = c.sawOOMKill(context.WithoutCancel(ctx))
-	}
-	if killed && !res.TimedOut {
-		return res, fmt.Errorf("docker: command cancelled: %w", ctx.Err())
-	}
-	return res, nil
+		return c.start(ctx, p, stdout, stderr)
+	})
 }
 
-func (c *Container) start(ctx context.Context, p sandbox.Process) (string, *hijacked, error) {
+// start starts p in the container, its stdin fed and its output copied
+// from the engine's stream.
+func (c *Container) start(ctx context.Context, p sandbox.Process, stdout, stderr io.Writer) (*execution, error) {
 	callCtx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	created, err := c.api.ContainerExecCreate(callCtx, c.id, container.ExecOptions{
@@ -335,13 +271,77 @@ func (c *Container) start(ctx context.Context, p sandbox.Process) (string, *hija
 		Cmd:          p.Args,
 	})
 	if err != nil {
-		return "", nil, c.engineError("start command", err)
+		return nil, c.engineError("start command", err)
 	}
 	resp, err := c.api.ContainerExecAttach(callCtx, created.ID, container.ExecAttachOptions{})
 	if err != nil {
-		return "", nil, c.engineError("attach to command", err)
+		return nil, c.engineError("attach to command", err)
 	}
-	return created.ID, &hijacked{Conn: resp.Conn, Reader: resp.Reader, resp: &resp}, nil
+	x := &execution{ctx: ctx, c: c, id: created.ID, program: p.Args[0],
+		stream: &hijacked{Conn: resp.Conn, Reader: resp.Reader, resp: &resp}, copied: make(chan error, 1), abandoned: make(chan struct{})}
+	if len(p.Stdin) > 0 {
+		go func() {
+			x.stream.Conn.Write(p.Stdin)
+			x.stream.CloseWrite()
+		}()
+	}
+	go func() {
+		_, err := stdcopy.StdCopy(stdout, stderr, x.stream.Reader)
+		x.copied <- err
+	}()
+	return x, nil
+}
+
+// execution is a command started in the container, as sandbox.Run drives
+// it: it has ended when its output stream has.
+type execution struct {
+	ctx       context.Context
+	c         *Container
+	id        string // the engine's exec id
+	program   string
+	stream    *hijacked
+	copied    chan error    // the output copy's end
+	abandoned chan struct{} // closed a second after Cut
+}
+
+func (x *execution) Wait() error {
+	select {
+	case err := <-x.copied:
+		return err
+	case <-x.abandoned:
+		return nil
+	}
+}
+
+func (x *execution) Kill() error { return x.c.kill(x.ctx) }
+
+// Cut closes the stream, which ends the copy; Wait returns a second later
+// all the same.
+func (x *execution) Cut() {
+	x.stream.Close()
+	time.AfterFunc(time.Second, func() { close(x.abandoned) })
+}
+
+// End reads the exit code from the engine, unless the kill set it.
+func (x *execution) End(res *sandbox.Result, killed bool, _ error) error {
+	defer x.stream.Close()
+	if killed {
+		res.ExitCode = 137 // SIGKILLed with everything in the container
+		return nil
+	}
+	ctx := context.WithoutCancel(x.ctx)
+	exit, err := x.c.exitCode(ctx, x.id)
+	if err != nil {
+		return err
+	}
+	res.ExitCode = exit
+	if (exit == 126 || exit == 127) && bytes.HasPrefix(res.Stdout, []byte("OCI runtime exec failed")) {
+		return fmt.Errorf("%w %q: %s", sandbox.ErrCannotStart, x.program, startFailure(string(res.Stdout)))
+	}
+	if exit == 137 {
+		res.OOMKilled = x.c.sawOOMKill(ctx)
+	}
+	return nil
 }
 
 // hijacked keeps the attach stream; Close may be called more than once.
@@ -399,7 +399,7 @@ func (c *Container) kill(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	c.setMustKill(true)
-	return fmt.Errorf("%w: docker: could not kill the command's processes in container %s: %v", sandbox.ErrUnavailable, shortID(c.id), errors.Join(errs...))
+	return fmt.Errorf("%w: could not kill the command's processes in container %s: %v", sandbox.ErrUnavailable, shortID(c.id), errors.Join(errs...))
 }
 
 // restart kills everything in the container, the placeholder too, and
@@ -470,7 +470,7 @@ func (c *Container) exitCode(ctx context.Context, execID string) (int, error) {
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
-			return 0, fmt.Errorf("docker: command still running after its output ended: %w", ctx.Err())
+			return 0, fmt.Errorf("command still running after its output ended: %w", ctx.Err())
 		}
 	}
 }

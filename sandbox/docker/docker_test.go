@@ -375,6 +375,31 @@ func TestCreateMissingImage(t *testing.T) {
 	}
 }
 
+// A container takes no Deno permissions, not even an empty set: Validate
+// and Create refuse them before anything is made.
+func TestValidate(t *testing.T) {
+	r := newRuntime(t)
+	spec, _ := testSpec(t, r)
+	if err := r.Validate(spec); err != nil {
+		t.Fatalf("Validate of a plain spec: %v", err)
+	}
+	spec.Permissions = &sandbox.Permissions{}
+	const want = `"permissions" applies only to deno sessions, not python`
+	var se *sandbox.SpecError
+	if err := r.Validate(spec); !errors.As(err, &se) || err.Error() != want {
+		t.Errorf("Validate: %v; want a *sandbox.SpecError %q", err, want)
+	}
+	if sb, err := r.Create(context.Background(), spec); !errors.As(err, &se) {
+		if sb != nil {
+			sb.Close(context.Background())
+		}
+		t.Errorf("Create: %v; want Validate's %q", err, want)
+	}
+	if left := sessionContainers(t, r, spec.SessionID); len(left) != 0 {
+		t.Errorf("Create left %d containers behind", len(left))
+	}
+}
+
 func TestCloseRemovesContainer(t *testing.T) {
 	r := newRuntime(t)
 	c, ws, _ := newContainer(t, r, nil)

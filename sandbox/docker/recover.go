@@ -29,7 +29,7 @@ func (r *Runtime) Reattach(ctx context.Context, spec sandbox.Spec, id string) (b
 		case err != nil:
 			return nil, false, unavailable("inspect container "+shortID(id), err)
 		case info.Config != nil && info.Config.Labels[LabelSession] != spec.SessionID:
-			return nil, false, fmt.Errorf("docker: container %s does not belong to session %s", shortID(id), spec.SessionID)
+			return nil, false, fmt.Errorf("container %s does not belong to session %s", shortID(id), spec.SessionID)
 		case info.State != nil && info.State.Running:
 			if err := c.kill(ctx); err != nil {
 				return nil, false, err

@@ -431,6 +431,8 @@ func testCancelKillsTree(t *testing.T, h Harness) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("Exec after cancel: error %v; want one wrapping context.Canceled (exit %d, stdout %q, stderr %q)",
 			err, res.ExitCode, res.Stdout, res.Stderr)
+	} else if want := "command cancelled: context canceled"; err.Error() != want {
+		t.Errorf("Exec after cancel: error %q; want %q, as clients are told", err, want)
 	}
 	if res.TimedOut {
 		t.Error("TimedOut after a cancel")
@@ -444,6 +446,8 @@ func testCancelKillsTree(t *testing.T, h Harness) {
 	p = e.proc(Write, "never.txt", "ran")
 	if _, err := e.execCtx(ended2, p, p.Timeout+slack); !errors.Is(err, context.Canceled) {
 		t.Errorf("Exec with a cancelled context: error %v; want one wrapping context.Canceled", err)
+	} else if want := "command cancelled before it started: context canceled"; err.Error() != want {
+		t.Errorf("Exec with a cancelled context: error %q; want %q, as clients are told", err, want)
 	}
 	if e.hostSize("never.txt") >= 0 {
 		t.Error("Exec with a cancelled context ran the command")
