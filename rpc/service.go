@@ -2,8 +2,6 @@ package rpc
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -60,6 +58,9 @@ func DefaultLimits() Limits {
 		PidsLimit:           256,
 	}
 }
+
+// DefaultReconcileInterval is Config.ReconcileInterval when unset.
+const DefaultReconcileInterval = 10 * time.Second
 
 // Config configures a Service.
 type Config struct {
@@ -141,7 +142,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.ReapInterval = time.Second
 	}
 	if cfg.ReconcileInterval == 0 {
-		cfg.ReconcileInterval = 10 * time.Second
+		cfg.ReconcileInterval = DefaultReconcileInterval
 	}
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
@@ -566,16 +567,4 @@ func (s *Service) reap(now time.Time) {
 			s.closeSession(s.ctx, sess.ID, reason)
 		}()
 	}
-}
-
-// Instance names the server that owns dataDir: it labels the sandboxes the
-// server makes, so that servers sharing an engine tell theirs apart, and a
-// restarted server on the same data dir finds its own.
-func Instance(dataDir string) string {
-	abs, err := filepath.Abs(dataDir)
-	if err != nil {
-		abs = dataDir
-	}
-	sum := sha256.Sum256([]byte(abs))
-	return hex.EncodeToString(sum[:8])
 }
