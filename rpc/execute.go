@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	"github.com/rs/zerolog"
 
 	"github.com/codebeaker/codebeaker/eventlog"
 )
@@ -128,8 +129,8 @@ func (s *Service) worker(l *liveSession) {
 // runJob records the command's start, runs it and records its end; the
 // reply goes out only after the end is durable.
 func (s *Service) runJob(l *liveSession, j *job) jobResult {
-	ctx := s.cfg.Logger.With().Str("session", l.id).Logger().WithContext(l.ctx)
 	id := ulid.Make().String()
+	ctx := l.log.With().Str("command", id).Logger().WithContext(l.ctx)
 	if err := s.appendOpen(ctx, l, eventlog.Record{SessionID: l.id, Type: eventlog.CommandStarted, Data: eventlog.CommandStartedData{
 		CommandID: id, Type: j.cmd.Type, Command: j.cmd.audit,
 	}}); err != nil {
@@ -142,7 +143,7 @@ func (s *Service) runJob(l *liveSession, j *job) jobResult {
 		// The command could not be run (sandbox gone, engine down): the
 		// client gets a failed command, the log gets why.
 		o = outcome{err: "could not run the command: " + clientText(runErr)}
-		s.cfg.Logger.Error().Err(runErr).Str("session", l.id).Str("command", j.cmd.Type).Msg("command failed to run")
+		zerolog.Ctx(ctx).Error().Err(runErr).Str("type", j.cmd.Type).Msg("command failed to run")
 	}
 	if l.ctx.Err() != nil && !o.success {
 		o.err = "the session was closed while the command ran"

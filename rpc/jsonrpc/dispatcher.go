@@ -73,6 +73,9 @@ type Dispatcher struct {
 	// elements that would take a batch's reply over it (elements are
 	// measured as they finish: those that finish first are kept).
 	MaxReplyBytes int
+	// WithRequest, when set, derives each call's context from the frame's
+	// (a logger naming the request, say) before the call is admitted.
+	WithRequest func(ctx context.Context, req *Request) context.Context
 	// ReplyTooLarge is that error, given the size refused; nil means
 	// -32603 Internal error.
 	ReplyTooLarge func(size int) *Error
@@ -278,6 +281,9 @@ type admitted struct {
 // admit routes a valid request and runs its admission.
 func (d *Dispatcher) admit(ctx context.Context, req *Request) (c *admitted) {
 	c = &admitted{req: req}
+	if d.WithRequest != nil {
+		ctx = d.WithRequest(ctx, req)
+	}
 	h := d.methods[req.Method]
 	switch a, ok := h.(Admitter); {
 	case h == nil:

@@ -84,6 +84,13 @@ func NewServer(svc *rpc.Service, opts Options) *Server {
 		ReplyTooLarge: func(size int) *jsonrpc.Error {
 			return jsonrpc.NewError(rpc.CodeMessageTooLarge, "reply too large", map[string]int{"bytes": size, "maxBytes": opts.MaxReplyBytes})
 		},
+		WithRequest: func(ctx context.Context, req *jsonrpc.Request) context.Context {
+			l := zerolog.Ctx(ctx).With().Str("method", req.Method)
+			if !req.IsNotification() {
+				l = l.RawJSON("request", req.ID)
+			}
+			return l.Logger().WithContext(ctx)
+		},
 		OnInternalError: func(ctx context.Context, req *jsonrpc.Request, err error) {
 			zerolog.Ctx(ctx).Error().Err(err).Str("method", req.Method).Msg("internal error")
 		},
