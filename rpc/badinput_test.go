@@ -81,6 +81,7 @@ func TestBadInput(t *testing.T) {
 		{"delete workspace", map[string]any{"type": "delete_file", "path": "/workspace"}, "workspace"},
 		{"bad base64", map[string]any{"type": "write_file", "path": "a", "content": "***", "encoding": "base64"}, "base64"},
 		{"timeout too long", map[string]any{"type": "execute_shell", "commandName": "ls", "timeoutMs": 1 << 40}, "timeoutMs"},
+		{"timeout that wraps in nanoseconds", map[string]any{"type": "execute_shell", "commandName": "ls", "timeoutMs": int64(18446744073710)}, "timeoutMs"},
 	}
 	for _, tc := range failCases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -344,11 +344,11 @@ func (s *Service) process(l *liveSession, c *command, args []string) (sandbox.Pr
 	}
 	p := sandbox.Process{Args: args, Dir: sandbox.WorkspaceDir, Timeout: lim.DefaultTimeout, OutputLimit: lim.OutputLimit}
 	if c.TimeoutMs != nil {
-		t := time.Duration(*c.TimeoutMs) * time.Millisecond
-		if t <= 0 || t > lim.MaxTimeout {
+		// Checked before it is multiplied: 18446744073710 ms wrapped to 448 µs.
+		if ms := *c.TimeoutMs; ms <= 0 || ms > lim.MaxTimeout.Milliseconds() {
 			return p, fmt.Errorf("timeoutMs must be between 1 and %d", lim.MaxTimeout.Milliseconds())
 		}
-		p.Timeout = t
+		p.Timeout = time.Duration(*c.TimeoutMs) * time.Millisecond
 	}
 	if c.WorkingDirectory != "" {
 		dir, err := l.ws.CheckDir(c.WorkingDirectory)

@@ -59,7 +59,7 @@ func (s *Service) recoverSession(ctx context.Context, sess projection.Session) e
 	if sess.State == projection.Creating {
 		// The client never got its session: undo what was made. A container
 		// already made is unowned now; the reconciler removes it.
-		os.RemoveAll(spec.Workspace)
+		sandbox.RemoveTree(spec.Workspace)
 		if r, ok := runtime.(sandbox.Discarder); ok {
 			r.Discard(ctx, spec)
 		}
@@ -98,7 +98,7 @@ func (s *Service) removeOrphanWorkspaces() {
 	for _, e := range entries {
 		id, _, _ := strings.Cut(e.Name(), ".") // <id>.deno-cache is session <id>'s too
 		if _, open := s.view.Get(id); !open {
-			if err := os.RemoveAll(filepath.Join(s.cfg.DataDir, "workspaces", e.Name())); err != nil {
+			if err := sandbox.RemoveTree(filepath.Join(s.cfg.DataDir, "workspaces", e.Name())); err != nil {
 				s.cfg.Logger.Warn().Err(err).Str("session", e.Name()).Msg("cannot remove a workspace no session owns")
 			}
 		}

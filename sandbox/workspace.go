@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"container/heap"
 	"errors"
 	"fmt"
 	"io"
@@ -58,7 +59,7 @@ func (w *Workspace) Close() error { return w.root.Close() }
 // Remove closes the workspace and deletes its folder.
 func (w *Workspace) Remove() error {
 	w.root.Close()
-	return os.RemoveAll(w.dir)
+	return RemoveTree(w.dir)
 }
 
 // PathError is a file command that failed for a reason the client caused or
@@ -350,15 +351,26 @@ func (w *Workspace) Delete(p string) (string, error) {
 		return "", clientError(rel, err)
 	}
 	if info.IsDir() {
-		// RemoveAll empties the folder, then removes it; that fails (with
-		// ENOTEMPTY) only if something filled it again meanwhile.
-		if err = w.root.RemoveAll(rel); errors.Is(err, syscall.ENOTEMPTY) {
+		// removeTree empties the folder, then removes it; that fails (with
+		// ENOTEMPTY) only if something kept filling it meanwhile.
+		if err = w.removeTree(rel); errors.Is(err, syscall.ENOTEMPTY) {
 			return "", pathErrorf("could not delete %s: files were created in it while it was being deleted (a program in the session is writing there); the folder is still there, with those files", Display(rel))
 		}
 	} else {
 		err = w.root.Remove(rel)
 	}
 	return Display(rel), clientError(rel, err)
+}
+
+// removeTree removes the folder rel with all it holds (see removeTree),
+// opening its parent through the root.
+func (w *Workspace) removeTree(rel string) error {
+	parent, err := w.openFile(path.Dir(rel), os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer parent.Close()
+	return removeTree(parent, path.Base(rel))
 }
 
 // Entry is one item of a folder listing.
@@ -381,16 +393,9 @@ func (w *Workspace) List(p string, limit int) (string, []Entry, bool, error) {
 		return "", nil, false, clientError(rel, err)
 	}
 	defer dir.Close()
-	// Names only: a folder of a million files costs their names, and only
-	// the entries returned are looked at.
-	names, err := dir.Readdirnames(-1)
+	names, more, err := firstNames(dir, limit)
 	if err != nil {
 		return "", nil, false, clientError(rel, err)
-	}
-	slices.Sort(names)
-	more := len(names) > limit
-	if more {
-		names = names[:limit]
 	}
 	entries := make([]Entry, 0, len(names))
 	for _, name := range names {
@@ -408,6 +413,52 @@ func (w *Workspace) List(p string, limit int) (string, []Entry, bool, error) {
 		entries = append(entries, Entry{Name: name, Type: kind, Size: info.Size(), ModifiedAt: info.ModTime().UTC()})
 	}
 	return Display(rel), entries, more, nil
+}
+
+// firstNames returns the first limit names of the folder, sorted, and
+// whether it holds more. It reads the names in batches and keeps only
+// limit of them: reading them all at once cost 120 MB of server memory
+// for a folder of 300,000 long names a program made in 8 seconds, in
+// every session at once.
+func firstNames(dir *os.File, limit int) ([]string, bool, error) {
+	var kept maxNames // the smallest names seen, largest first
+	more := false
+	for {
+		batch, err := dir.Readdirnames(1024)
+		for _, name := range batch {
+			switch {
+			case len(kept) < limit:
+				heap.Push(&kept, name)
+			case limit > 0 && name < kept[0]:
+				more = true
+				kept[0] = name
+				heap.Fix(&kept, 0)
+			default:
+				more = true
+			}
+		}
+		if err == io.EOF || (err == nil && len(batch) == 0) {
+			break
+		} else if err != nil {
+			return nil, false, err
+		}
+	}
+	slices.Sort(kept)
+	return kept, more, nil
+}
+
+// maxNames is a heap of names, the largest on top.
+type maxNames []string
+
+func (h maxNames) Len() int           { return len(h) }
+func (h maxNames) Less(i, j int) bool { return h[i] > h[j] }
+func (h maxNames) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *maxNames) Push(x any)        { *h = append(*h, x.(string)) }
+func (h *maxNames) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // dropSetID clears the setuid and setgid bits of a file the server wrote

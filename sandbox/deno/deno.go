@@ -222,7 +222,7 @@ func (r *Runtime) Discard(ctx context.Context, spec sandbox.Spec) error {
 	if r.cg != nil && safeSessionID.MatchString(spec.SessionID) {
 		errs = append(errs, r.cg.discard(spec.SessionID))
 	}
-	if err := os.RemoveAll(cacheDir(spec.Workspace)); err != nil {
+	if err := sandbox.RemoveTree(cacheDir(spec.Workspace)); err != nil {
 		errs = append(errs, fmt.Errorf("deno: remove the Deno cache: %w", err))
 	}
 	return errors.Join(errs...)
@@ -259,7 +259,7 @@ func (s *Sandbox) Close(ctx context.Context) error {
 	if s.cg != nil {
 		errs = append(errs, s.cg.remove())
 	}
-	if err := os.RemoveAll(s.cache); err != nil {
+	if err := sandbox.RemoveTree(s.cache); err != nil {
 		errs = append(errs, fmt.Errorf("deno: remove the Deno cache: %w", err))
 	}
 	return errors.Join(errs...)
