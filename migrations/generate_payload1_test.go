@@ -38,7 +38,7 @@ func TestGeneratePayload1(t *testing.T) {
 	}
 	ctx := context.Background()
 	dataDir := t.TempDir()
-	rt, err := docker.New(rpc.Instance(dataDir))
+	rt, err := docker.New(docker.Instance(dataDir))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,11 +9,12 @@ import (
 
 	"github.com/codebeaker/codebeaker/rpc"
 	"github.com/codebeaker/codebeaker/rpc/jsonrpc"
+	"github.com/codebeaker/codebeaker/rpc/ws"
 )
 
 // Every bad request gets a clear error, and the server goes on serving.
 func TestBadInput(t *testing.T) {
-	ts := newTestServer(t, func(cfg *rpc.Config, o *rpc.ServerOptions) {
+	ts := newTestServer(t, func(cfg *rpc.Config, o *ws.Options) {
 		o.MaxMessageBytes = 1 << 20
 		cfg.Limits.MaxFileBytes = 64 << 10
 	})

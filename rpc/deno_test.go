@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/rpc/ws"
 	"github.com/codebeaker/codebeaker/sandbox"
 	"github.com/codebeaker/codebeaker/sandbox/deno"
 )
@@ -31,7 +32,7 @@ func withDeno(t testing.TB) serverOption {
 	if h := rt.Health(context.Background()); !h.Available {
 		t.Fatalf("%s (these tests need the real Deno and bubblewrap)", h.Error)
 	}
-	return func(cfg *rpc.Config, _ *rpc.ServerOptions) {
+	return func(cfg *rpc.Config, _ *ws.Options) {
 		cfg.Runtimes[sandbox.KindDeno] = rt
 	}
 }
@@ -309,7 +310,7 @@ func TestDenoHealth(t *testing.T) {
 // A server whose Deno is missing answers session.create for deno with a
 // runtime-unavailable error saying what to install.
 func TestDenoMissing(t *testing.T) {
-	missing := func(cfg *rpc.Config, _ *rpc.ServerOptions) {
+	missing := func(cfg *rpc.Config, _ *ws.Options) {
 		cfg.Runtimes[sandbox.KindDeno] = deno.New(deno.Options{DenoPath: "/nonexistent/deno"})
 	}
 	c := newTestServer(t, missing).dial()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/rpc/ws"
 )
 
 func TestEngineRestart(t *testing.T) {
@@ -63,7 +64,7 @@ func dockerdPid(t *testing.T) int {
 // engine stopped (SIGSTOP to dockerd) rather than a proxy holding its
 // traffic.
 func TestCloseWhileEngineStopped(t *testing.T) {
-	ts := newTestServer(t, func(cfg *rpc.Config, _ *rpc.ServerOptions) { cfg.ReconcileInterval = 500 * time.Millisecond })
+	ts := newTestServer(t, func(cfg *rpc.Config, _ *ws.Options) { cfg.ReconcileInterval = 500 * time.Millisecond })
 	pid := dockerdPid(t)
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) }) // whatever happens; before the server's cleanup
 	closeWhileEngineHangs(t, ts, func() {

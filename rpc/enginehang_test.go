@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/rpc/ws"
 	"github.com/codebeaker/codebeaker/sandbox"
 	"github.com/codebeaker/codebeaker/sandbox/docker"
 )
@@ -120,8 +121,8 @@ func (p *hangingEngine) thaw() {
 
 // throughProxy makes the service reach the engine through p.
 func throughProxy(t *testing.T, p *hangingEngine) serverOption {
-	return func(cfg *rpc.Config, _ *rpc.ServerOptions) {
-		rt, err := docker.NewHost(p.host, rpc.Instance(cfg.DataDir))
+	return func(cfg *rpc.Config, _ *ws.Options) {
+		rt, err := docker.NewHost(p.host, docker.Instance(cfg.DataDir))
 		if err != nil {
 			t.Fatal(err)
 		}

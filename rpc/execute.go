@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	"github.com/rs/zerolog"
 
 	"github.com/codebeaker/codebeaker/eventlog"
 )
@@ -35,51 +36,69 @@ type jobResult struct {
 	err error
 }
 
-// Execute queues a command in its session and waits for its result.
-// Commands of one session run one at a time, in the order they arrive.
+// Execute queues a command in its session and waits for its result, or
+// for ctx to end (the command still runs and is recorded: it was accepted).
 func (s *Service) Execute(ctx context.Context, sessionID string, raw json.RawMessage) (Envelope, error) {
-	cmd, err := parseCommand(raw, s.cfg.Limits)
+	wait, err := s.Enqueue(sessionID, raw)
 	if err != nil {
 		return Envelope{}, err
 	}
-	// From here the frame is garbage: only the command counts.
-	holdOf(ctx).keep(cmd.size())
-	j := &job{cmd: cmd, reply: make(chan jobResult, 1)}
-	if err := s.enqueue(ctx, sessionID, j); err != nil {
-		return Envelope{}, err
+	type result struct {
+		env Envelope
+		err error
 	}
-	// The command runs and is recorded even if the client goes away: it was
-	// accepted.
-	r := <-j.reply
-	return r.env, r.err
+	done := make(chan result, 1)
+	go func() {
+		env, err := wait()
+		done <- result{env, err}
+	}()
+	select {
+	case r := <-done:
+		return r.env, r.err
+	case <-ctx.Done():
+		return Envelope{}, ctx.Err()
+	}
 }
 
-// enqueue queues j in its session, in the order of the client's frames.
-func (s *Service) enqueue(ctx context.Context, sessionID string, j *job) error {
-	t := turnOf(ctx)
-	t.wait()
-	defer t.admitted()
+// Enqueue parses a command and queues it in its session, without waiting
+// for it; wait returns its result. Commands of one session run one at a
+// time, in the order Enqueue took them, so a transport that keeps a
+// client's order calls it in that order. Only the decoded command is kept.
+func (s *Service) Enqueue(sessionID string, raw json.RawMessage) (wait func() (Envelope, error), err error) {
+	cmd, err := parseCommand(raw, s.cfg.Limits)
+	if err != nil {
+		return nil, err
+	}
+	j := &job{cmd: cmd, reply: make(chan jobResult, 1)}
+	if err := s.enqueue(sessionID, j); err != nil {
+		return nil, err
+	}
+	// The command runs and is recorded even if nobody waits: it was
+	// accepted.
+	return func() (Envelope, error) {
+		r := <-j.reply
+		return r.env, r.err
+	}, nil
+}
+
+func (s *Service) enqueue(sessionID string, j *job) error {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	live := s.live[sessionID]
 	switch {
 	case s.stopping:
-		s.mu.Unlock()
 		return ErrShuttingDown
 	case live == nil:
-		s.mu.Unlock()
 		return s.missing(sessionID)
 	case live.closing:
-		s.mu.Unlock()
 		return fmt.Errorf("%w: session %s is closing", ErrSessionClosed, sessionID)
 	}
 	select {
 	case live.queue <- j:
+		return nil
 	default:
-		s.mu.Unlock()
 		return fmt.Errorf("%w: session %s already has %d commands waiting", ErrCapacity, sessionID, cap(live.queue))
 	}
-	s.mu.Unlock()
-	return nil
 }
 
 // worker runs a session's commands one at a time until the session closes.
@@ -110,8 +129,8 @@ func (s *Service) worker(l *liveSession) {
 // runJob records the command's start, runs it and records its end; the
 // reply goes out only after the end is durable.
 func (s *Service) runJob(l *liveSession, j *job) jobResult {
-	ctx := s.cfg.Logger.With().Str("session", l.id).Logger().WithContext(l.ctx)
 	id := ulid.Make().String()
+	ctx := l.log.With().Str("command", id).Logger().WithContext(l.ctx)
 	if err := s.appendOpen(ctx, l, eventlog.Record{SessionID: l.id, Type: eventlog.CommandStarted, Data: eventlog.CommandStartedData{
 		CommandID: id, Type: j.cmd.Type, Command: j.cmd.audit,
 	}}); err != nil {
@@ -124,7 +143,7 @@ func (s *Service) runJob(l *liveSession, j *job) jobResult {
 		// The command could not be run (sandbox gone, engine down): the
 		// client gets a failed command, the log gets why.
 		o = outcome{err: "could not run the command: " + runErr.Error()}
-		s.cfg.Logger.Error().Err(runErr).Str("session", l.id).Str("command", j.cmd.Type).Msg("command failed to run")
+		zerolog.Ctx(ctx).Error().Err(runErr).Str("type", j.cmd.Type).Msg("command failed to run")
 	}
 	if l.ctx.Err() != nil && !o.success {
 		o.err = "the session was closed while the command ran"

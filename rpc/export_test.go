@@ -10,6 +10,3 @@ func QueueLen(s *Service, sessionID string) int {
 	}
 	return -1
 }
-
-// RequestBytesInFlight is how many bytes of the request budget are held.
-func RequestBytesInFlight(s *Server) int64 { return s.budget.inUse() }

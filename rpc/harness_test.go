@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"slices"
@@ -21,52 +22,72 @@ import (
 
 	"github.com/codebeaker/codebeaker/projection"
 	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/rpc/ws"
 	"github.com/codebeaker/codebeaker/sandbox"
 	"github.com/codebeaker/codebeaker/sandbox/docker"
 )
 
-// testServer is a real service on a real bbolt file and Docker engine,
-// served over HTTP on loopback.
+// testServer is a real service on a real bbolt file and the real runtimes,
+// served over a real WebSocket on loopback. Transport tests need no
+// engine: a test that makes a Docker session on a machine without one
+// fails with the service's own -32003.
 type testServer struct {
 	t       testing.TB
 	dataDir string
 	svc     *rpc.Service
-	server  *rpc.Server
+	server  *ws.Server
 	http    *httptest.Server
 	url     string
 }
 
-type serverOption func(*rpc.Config, *rpc.ServerOptions)
+type serverOption func(*rpc.Config, *ws.Options)
 
-func newTestServer(t testing.TB, opts ...serverOption) *testServer {
+// startServer opens the service on cfg and serves it; nothing is checked
+// or closed at the end (a restart test stops it and starts another).
+func startServer(t testing.TB, cfg rpc.Config, opts ws.Options) *testServer {
 	t.Helper()
-	dataDir := t.TempDir()
-	rt, err := docker.New(rpc.Instance(dataDir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Ping(context.Background()); err != nil {
-		t.Fatalf("%v: these tests need a Docker engine: run scripts/ensure-docker.sh", err)
-	}
-	cfg := rpc.Config{
-		DataDir:      dataDir,
-		Runtimes:     map[string]sandbox.Runtime{sandbox.KindDocker: rt},
-		Limits:       rpc.DefaultLimits(),
-		Logger:       zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
-		ReapInterval: 100 * time.Millisecond,
-	}
-	var sopts rpc.ServerOptions
-	for _, o := range opts {
-		o(&cfg, &sopts)
-	}
 	svc, err := rpc.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := &testServer{t: t, svc: svc, dataDir: cfg.DataDir}
-	ts.server = rpc.NewServer(svc, sopts)
-	ts.http = httptest.NewServer(ts.server.Handler())
+	ts.server = ws.NewServer(svc, opts)
+	mux := http.NewServeMux()
+	mux.Handle("GET /health", rpc.HealthHandler(svc))
+	mux.Handle("GET /ws/jsonrpc", ts.server)
+	ts.http = httptest.NewServer(mux)
 	ts.url = "ws" + strings.TrimPrefix(ts.http.URL, "http") + "/ws/jsonrpc"
+	return ts
+}
+
+// testConfig is the service's configuration in tests: the Docker runtime,
+// quick reaping, logs into the test's output.
+func testConfig(t testing.TB, dataDir string, runtimes map[string]sandbox.Runtime) rpc.Config {
+	return rpc.Config{
+		DataDir:      dataDir,
+		Runtimes:     runtimes,
+		Limits:       rpc.DefaultLimits(),
+		Logger:       zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+		ReapInterval: 100 * time.Millisecond,
+	}
+}
+
+// newTestServer starts a server whose end checks that the live projection
+// is the log's and that the sessions it made left no container.
+func newTestServer(t testing.TB, opts ...serverOption) *testServer {
+	t.Helper()
+	dataDir := t.TempDir()
+	rt, err := docker.New(docker.Instance(dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, dataDir, map[string]sandbox.Runtime{sandbox.KindDocker: rt})
+	var wsOpts ws.Options
+	for _, o := range opts {
+		o(&cfg, &wsOpts)
+	}
+	ts := startServer(t, cfg, wsOpts)
+	svc := ts.svc
 	t.Cleanup(func() {
 		// The projection the service kept live must be what the log says.
 		rebuilt, err := projection.Rebuild(svc.Log())

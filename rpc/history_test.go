@@ -14,6 +14,7 @@ import (
 	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/migrations"
 	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/rpc/ws"
 )
 
 // historyPage is session.history's result as the client reads it.
@@ -247,7 +248,7 @@ func lastOutput(t *testing.T, c *wsClient, sid string) storedOutput {
 // the client's reply still shows it as text.
 func TestHistoryKeepsOutputBytes(t *testing.T) {
 	const limit = 7 // stored bytes per stream
-	ts := newTestServer(t, func(c *rpc.Config, _ *rpc.ServerOptions) { c.Limits.StoredOutputBytes = limit })
+	ts := newTestServer(t, func(c *rpc.Config, _ *ws.Options) { c.Limits.StoredOutputBytes = limit })
 	c := ts.dial()
 	sid := c.create(map[string]any{"language": "python"})
 	defer c.ok("session.close", map[string]any{"sessionId": sid}, nil)
@@ -288,7 +289,7 @@ func TestHistoryKeepsOutputBytes(t *testing.T) {
 // size comes alone; one bigger than the reply cap is an error naming it.
 func TestHistoryPagesStopAtTheirSize(t *testing.T) {
 	const maxReply = 8 << 20
-	ts := newTestServer(t, func(_ *rpc.Config, o *rpc.ServerOptions) { o.MaxReplyBytes = maxReply })
+	ts := newTestServer(t, func(_ *rpc.Config, o *ws.Options) { o.MaxReplyBytes = maxReply })
 	c := ts.dial()
 	const sid = "01hpagesize0000000000000000"
 	completed := func(i, outputBytes int) eventlog.Record {

@@ -22,6 +22,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/rpc/ws"
 	"github.com/codebeaker/codebeaker/sandbox"
 )
 
@@ -93,7 +94,7 @@ func TestUnlabelledImageRefused(t *testing.T) {
 // are 0700 (tightened when an earlier run left them open), a workspace is
 // the sandbox user's, 0711.
 func TestDataDirAndWorkspaceModes(t *testing.T) {
-	ts := newTestServer(t, func(cfg *rpc.Config, _ *rpc.ServerOptions) {
+	ts := newTestServer(t, func(cfg *rpc.Config, _ *ws.Options) {
 		// As earlier versions left them, in a folder anyone may pass
 		// (the test's temporary folder is private to root).
 		os.Chmod(filepath.Dir(cfg.DataDir), 0o755)

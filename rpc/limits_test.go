@@ -9,11 +9,12 @@ import (
 
 	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/rpc/ws"
 )
 
 // The limits a client runs into, end to end: each leaves the session usable.
 func TestLimits(t *testing.T) {
-	ts := newTestServer(t, func(cfg *rpc.Config, _ *rpc.ServerOptions) {
+	ts := newTestServer(t, func(cfg *rpc.Config, _ *ws.Options) {
 		cfg.Limits.OutputLimit = 64 << 10
 		cfg.Limits.PidsLimit = 64
 		cfg.Limits.StoredOutputBytes = 16 << 10

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/rpc/ws"
 )
 
 // busySession starts a command in a new python session that runs until
@@ -74,7 +75,7 @@ func executeFrame(id, sid string, command map[string]any) string {
 // are as before: failed commands, recorded in the log.
 func TestQueuedCommandsKeepOnlyTheDecodedCommand(t *testing.T) {
 	const fileLimit = 2 << 20
-	ts := newTestServer(t, func(cfg *rpc.Config, _ *rpc.ServerOptions) { cfg.Limits.MaxFileBytes = fileLimit })
+	ts := newTestServer(t, func(cfg *rpc.Config, _ *ws.Options) { cfg.Limits.MaxFileBytes = fileLimit })
 	sid, release := busySession(t, ts)
 	c := ts.dial()
 	before := liveHeap()
@@ -159,10 +160,12 @@ func TestQueuedCommandsKeepOnlyTheDecodedCommand(t *testing.T) {
 // run, nothing stays counted.
 func TestRequestBudget(t *testing.T) {
 	const budget, content = 24 << 20, 2 << 20
-	ts := newTestServer(t, func(_ *rpc.Config, o *rpc.ServerOptions) { o.MaxRequestBytesInFlight = budget })
+	ts := newTestServer(t, func(_ *rpc.Config, o *ws.Options) { o.MaxRequestBytesInFlight = budget })
 	sid, release := busySession(t, ts)
 	c := ts.dial()
-	const frames = 12
+	// More than the budget holds even once decoded, however fast the
+	// server decodes: some must be refused.
+	const frames = budget/content + 4
 	for i := range frames {
 		c.send(executeFrame(fmt.Sprintf("w-%d", i), sid, map[string]any{"type": "write_file", "path": fmt.Sprintf("f%d", i), "content": strings.Repeat("w", content)}))
 	}
@@ -179,7 +182,7 @@ func TestRequestBudget(t *testing.T) {
 		refused++
 	}
 	queued := rpc.QueueLen(ts.svc, sid)
-	held := rpc.RequestBytesInFlight(ts.server)
+	held := ts.server.RequestBytesInFlight()
 	t.Logf("%d queued, %d refused; %.1f MiB of the %d MiB budget held", queued, refused, float64(held)/(1<<20), budget>>20)
 	if queued == 0 || refused == 0 || held > budget || held < int64(queued*content) {
 		t.Errorf("%d queued, %d refused, %d bytes held of %d", queued, refused, held, budget)
@@ -199,9 +202,9 @@ func TestRequestBudget(t *testing.T) {
 			t.Errorf("queued write: %+v %+v", r.Error, r.Result)
 		}
 	}
-	for deadline := time.Now().Add(30 * time.Second); rpc.RequestBytesInFlight(ts.server) != 0; {
+	for deadline := time.Now().Add(30 * time.Second); ts.server.RequestBytesInFlight() != 0; {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d bytes still counted after every command ran", rpc.RequestBytesInFlight(ts.server))
+			t.Fatalf("%d bytes still counted after every command ran", ts.server.RequestBytesInFlight())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

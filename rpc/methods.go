@@ -29,32 +29,9 @@ type createResult struct {
 	Config      sessionConfigView `json:"config"`
 }
 
-// SessionView is a session as session.list shows it. Auditors' replay shows
-// the same shape for a point in the past.
-type SessionView struct {
-	SessionID       string           `json:"sessionId"`
-	ContainerID     string           `json:"containerId"`
-	Language        string           `json:"language"`
-	CreatedAt       time.Time        `json:"createdAt"`
-	LastActivity    time.Time        `json:"lastActivity"`
-	State           projection.State `json:"state"`
-	ExecutionCount  int              `json:"executionCount"`
-	IdleMinutes     float64          `json:"idleMinutes"`
-	LifetimeMinutes float64          `json:"lifetimeMinutes"`
-}
-
-// ViewOf is the session.list view of s at time at.
-func ViewOf(s projection.Session, at time.Time) SessionView {
-	return SessionView{
-		SessionID: s.ID, ContainerID: s.ContainerID, Language: s.Language,
-		CreatedAt: s.CreatedAt.UTC(), LastActivity: s.LastActivity.UTC(), State: s.State,
-		ExecutionCount: s.ExecutionCount, IdleMinutes: s.IdleMinutes(at), LifetimeMinutes: s.LifetimeMinutes(at),
-	}
-}
-
 type listResult struct {
-	Count    int           `json:"count"`
-	Sessions []SessionView `json:"sessions"`
+	Count    int                      `json:"count"`
+	Sessions []projection.SessionView `json:"sessions"`
 }
 
 type executeParams struct {
@@ -71,9 +48,9 @@ type closeResult struct {
 	Closed    bool   `json:"closed"`
 }
 
-// register adds the session methods to d, whose replies are at most
-// maxReply bytes (0: no cap).
-func (s *Service) register(d *jsonrpc.Dispatcher, maxReply int) {
+// Register adds the session methods to d. Every transport serves the same
+// methods through its own dispatcher.
+func (s *Service) Register(d *jsonrpc.Dispatcher) {
 	d.Register("session.create", method(func(ctx context.Context, p CreateParams) (any, error) {
 		sess, err := s.Create(ctx, p)
 		if err != nil {
@@ -86,18 +63,22 @@ func (s *Service) register(d *jsonrpc.Dispatcher, maxReply int) {
 			Config: sessionConfigView{c.IdleTimeoutMinutes, c.MaxLifetimeMinutes, c.MemoryLimitMB, c.CPUShares, c.PidsLimit, c.Image},
 		}, nil
 	}))
-	d.Register("session.execute", orderedMethod(func(ctx context.Context, p executeParams) (any, error) {
+	d.Register("session.execute", admission(func(p executeParams) (func() (any, error), error) {
 		if p.SessionID == "" {
 			return nil, &invalidParams{`"sessionId" is required`}
 		}
-		return s.Execute(ctx, p.SessionID, p.Command)
+		wait, err := s.Enqueue(p.SessionID, p.Command)
+		if err != nil {
+			return nil, err
+		}
+		return func() (any, error) { return wait() }, nil
 	}))
 	d.Register("session.list", method(func(ctx context.Context, _ struct{}) (any, error) {
 		now := time.Now()
 		sessions := s.view.List()
-		out := listResult{Count: len(sessions), Sessions: make([]SessionView, 0, len(sessions))}
+		out := listResult{Count: len(sessions), Sessions: make([]projection.SessionView, 0, len(sessions))}
 		for _, sess := range sessions {
-			out.Sessions = append(out.Sessions, ViewOf(sess, now))
+			out.Sessions = append(out.Sessions, projection.ViewOf(sess, now))
 		}
 		return out, nil
 	}))
@@ -113,34 +94,66 @@ func (s *Service) register(d *jsonrpc.Dispatcher, maxReply int) {
 	d.Register("session.history", jsonrpc.HandlerFunc(func(ctx context.Context, req *jsonrpc.Request) (any, error) {
 		// The page must fit in the reply with its id and other members.
 		room := MaxHistoryPageBytes
-		if maxReply > 0 {
-			room = maxReply - len(req.ID) - len(`{"jsonrpc":"2.0","id":,"result":{"events":[],"nextAfterSeq":18446744073709551615,"more":false}}`)
+		if d.MaxReplyBytes > 0 {
+			room = d.MaxReplyBytes - len(req.ID) - len(`{"jsonrpc":"2.0","id":,"result":{"events":[],"nextAfterSeq":18446744073709551615,"more":false}}`)
 		}
 		return method(func(ctx context.Context, p HistoryParams) (any, error) { return s.History(ctx, p, room) }).ServeRPC(ctx, req)
 	}))
 }
 
 // method adapts a typed function to a JSON-RPC handler: params are decoded
-// into P, errors are mapped to JSON-RPC errors. Its call does not take part
-// in the connection's command order, so the next frame may go at once.
+// into P, errors are mapped to JSON-RPC errors.
 func method[P any](f func(ctx context.Context, p P) (any, error)) jsonrpc.HandlerFunc {
-	ordered := orderedMethod(f)
-	return func(ctx context.Context, req *jsonrpc.Request) (any, error) {
-		turnOf(ctx).admitted()
-		return ordered(ctx, req)
-	}
-}
-
-// orderedMethod is method for calls that queue work in a session: f must
-// call turnOf(ctx).wait before queueing and admitted after.
-func orderedMethod[P any](f func(ctx context.Context, p P) (any, error)) jsonrpc.HandlerFunc {
 	return func(ctx context.Context, req *jsonrpc.Request) (any, error) {
 		var p P
-		if err := jsonrpc.DecodeParams(req.Params, &p); err != nil {
+		if err := decode(req, &p); err != nil {
 			return nil, err
 		}
-		req.Params = nil // decoded: a call that waits long must not keep it
 		res, err := f(ctx, p)
 		return res, toRPC(err)
 	}
+}
+
+// admission adapts a function that queues work to a jsonrpc.Admitter: it
+// runs when the call is admitted, in the order of the connection's frames;
+// the function it returns waits for the work.
+func admission[P any](f func(p P) (finish func() (any, error), err error)) jsonrpc.Admitter {
+	return admitter(func(ctx context.Context, req *jsonrpc.Request) (func() (any, error), error) {
+		var p P
+		if err := decode(req, &p); err != nil {
+			return nil, err
+		}
+		finish, err := f(p)
+		if err != nil {
+			return nil, toRPC(err)
+		}
+		return func() (any, error) {
+			res, err := finish()
+			return res, toRPC(err)
+		}, nil
+	})
+}
+
+type admitter func(ctx context.Context, req *jsonrpc.Request) (func() (any, error), error)
+
+func (a admitter) Admit(ctx context.Context, req *jsonrpc.Request) (func() (any, error), error) {
+	return a(ctx, req)
+}
+
+func (a admitter) ServeRPC(ctx context.Context, req *jsonrpc.Request) (any, error) {
+	finish, err := a(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return finish()
+}
+
+// decode decodes a call's params, then drops them from the request: a
+// call that waits long must not keep a large one.
+func decode(req *jsonrpc.Request, p any) *jsonrpc.Error {
+	if err := jsonrpc.DecodeParams(req.Params, p); err != nil {
+		return err
+	}
+	req.Params = nil
+	return nil
 }

@@ -35,7 +35,7 @@ func (s *Service) recover(ctx context.Context) error {
 }
 
 func (s *Service) recoverSession(ctx context.Context, sess projection.Session) error {
-	logger := s.cfg.Logger.With().Str("session", sess.ID).Logger()
+	logger := s.sessionLogger(sess.ID)
 	if sess.Running {
 		// It has no result and will not get one: whatever it left running
 		// is killed when the sandbox is taken back.
@@ -84,7 +84,7 @@ func (s *Service) recoverSession(ctx context.Context, sess projection.Session) e
 	if err != nil {
 		return err
 	}
-	s.serve(s.newLive(sess.ID, lang, runtime, spec, ws, nil))
+	s.serve(s.newLive(sess.ID, logger, lang, runtime, spec, ws, nil))
 	if reason != "" {
 		logger.Info().Str("reason", reason).Msg("closing a session whose end came while the server was down")
 		return s.closeSession(ctx, sess.ID, reason)
@@ -138,7 +138,7 @@ func (s *Service) attach(ctx context.Context, l *liveSession) (sandbox.Sandbox, 
 		box.Close(ctx) // a session closed meanwhile: nobody else would remove it
 		return nil, err
 	}
-	s.cfg.Logger.Info().Str("session", l.id).Str("container", box.ID()).Bool("restored", restored).Msg("session recovered")
+	l.log.Info().Str("container", box.ID()).Bool("restored", restored).Msg("session recovered")
 	l.box = box
 	return box, nil
 }
@@ -164,7 +164,7 @@ func (s *Service) exec(ctx context.Context, l *liveSession, p sandbox.Process) (
 		if !errors.Is(err, sandbox.ErrGone) || attempt > 0 {
 			return res, err
 		}
-		s.cfg.Logger.Warn().Err(err).Str("session", l.id).Msg("sandbox gone; taking it back")
+		l.log.Warn().Err(err).Msg("sandbox gone; taking it back")
 		l.detach(box)
 	}
 }
@@ -222,7 +222,7 @@ func (s *Service) reconcile(ctx context.Context) {
 		wg.Go(func() {
 			defer func() { <-slots }()
 			if _, err := s.attach(ctx, l); err != nil && ctx.Err() == nil {
-				s.cfg.Logger.Debug().Err(err).Str("session", l.id).Msg("cannot take the sandbox back yet")
+				l.log.Debug().Err(err).Msg("cannot take the sandbox back yet")
 			}
 		})
 	}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,22 +14,17 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
-	"github.com/rs/zerolog"
 
 	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/rpc/ws"
 	"github.com/codebeaker/codebeaker/sandbox"
 	"github.com/codebeaker/codebeaker/sandbox/docker"
 )
 
 // run is one run of the service on a data dir, as a restarted server would
 // be: a new process's worth of state, the same files.
-type run struct {
-	t    testing.TB
-	svc  *rpc.Service
-	http *httptest.Server
-	srv  *rpc.Server
-}
+type run = testServer
 
 func startRun(t testing.TB, dataDir string, rt sandbox.Runtime) *run {
 	return startRuntimes(t, dataDir, map[string]sandbox.Runtime{sandbox.KindDocker: rt})
@@ -38,31 +32,16 @@ func startRun(t testing.TB, dataDir string, rt sandbox.Runtime) *run {
 
 func startRuntimes(t testing.TB, dataDir string, runtimes map[string]sandbox.Runtime) *run {
 	t.Helper()
-	svc, err := rpc.Open(context.Background(), rpc.Config{
-		DataDir:           dataDir,
-		Runtimes:          runtimes,
-		Limits:            rpc.DefaultLimits(),
-		Logger:            zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
-		ReapInterval:      100 * time.Millisecond,
-		ReconcileInterval: 200 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &run{t: t, svc: svc, srv: rpc.NewServer(svc, rpc.ServerOptions{})}
-	r.http = httptest.NewServer(r.srv.Handler())
-	return r
-}
-
-func (r *run) dial() *wsClient {
-	return (&testServer{t: r.t, url: "ws" + strings.TrimPrefix(r.http.URL, "http") + "/ws/jsonrpc"}).dial()
+	cfg := testConfig(t, dataDir, runtimes)
+	cfg.ReconcileInterval = 200 * time.Millisecond
+	return startServer(t, cfg, ws.Options{})
 }
 
 // stop shuts the run down gracefully; its sessions stay open.
 func (r *run) stop() {
 	r.t.Helper()
 	r.http.Close()
-	r.srv.CloseConnections()
+	r.server.CloseConnections()
 	if err := r.svc.Close(context.Background()); err != nil {
 		r.t.Fatal(err)
 	}
@@ -108,7 +87,7 @@ func dockerAPI(t testing.TB) *client.Client {
 
 func TestRestartKeepsSessions(t *testing.T) {
 	dataDir := t.TempDir()
-	rt, err := docker.New(rpc.Instance(dataDir))
+	rt, err := docker.New(docker.Instance(dataDir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +262,7 @@ func TestEngineDownAtStart(t *testing.T) {
 	proxy := newEngineProxy(t)
 	proxy.up(t)
 	dataDir := t.TempDir()
-	rt, err := docker.NewHost(proxy.host(), rpc.Instance(dataDir))
+	rt, err := docker.NewHost(proxy.host(), docker.Instance(dataDir))
 	if err != nil {
 		t.Fatal(err)
 	}

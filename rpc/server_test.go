@@ -12,12 +12,13 @@ import (
 
 	"github.com/codebeaker/codebeaker/rpc"
 	"github.com/codebeaker/codebeaker/rpc/jsonrpc"
+	"github.com/codebeaker/codebeaker/rpc/ws"
 )
 
 // A peer that answers pings keeps its connection however idle it is; one
 // that does not is dropped after PongTimeout.
 func TestDeadPeersAreDropped(t *testing.T) {
-	ts := newTestServer(t, func(_ *rpc.Config, o *rpc.ServerOptions) { o.PongTimeout = 300 * time.Millisecond })
+	ts := newTestServer(t, func(_ *rpc.Config, o *ws.Options) { o.PongTimeout = 300 * time.Millisecond })
 	alive := ts.dial() // reads all the time, so it answers pings
 	silent, _, err := websocket.DefaultDialer.Dial(ts.url, nil)
 	if err != nil {
@@ -39,7 +40,7 @@ func TestDeadPeersAreDropped(t *testing.T) {
 // A connection with no request for IdleTimeout is closed with the reason,
 // also when it answers pings; a request still running keeps it open.
 func TestIdleConnectionsAreClosed(t *testing.T) {
-	ts := newTestServer(t, func(_ *rpc.Config, o *rpc.ServerOptions) { o.IdleTimeout = 500 * time.Millisecond })
+	ts := newTestServer(t, func(_ *rpc.Config, o *ws.Options) { o.IdleTimeout = 500 * time.Millisecond })
 	ts.server.Register("test.sleep", jsonrpc.HandlerFunc(func(context.Context, *jsonrpc.Request) (any, error) {
 		time.Sleep(1500 * time.Millisecond)
 		return "slept", nil

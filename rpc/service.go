@@ -2,8 +2,6 @@ package rpc
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -61,6 +59,9 @@ func DefaultLimits() Limits {
 	}
 }
 
+// DefaultReconcileInterval is Config.ReconcileInterval when unset.
+const DefaultReconcileInterval = 10 * time.Second
+
 // Config configures a Service.
 type Config struct {
 	DataDir  string
@@ -104,6 +105,7 @@ type liveSession struct {
 	spec     sandbox.Spec // what its sandbox is made from, again after a restart
 	ws       *sandbox.Workspace
 	queue    chan *job
+	log      *zerolog.Logger // the service's, with the session's id; also in ctx
 	ctx      context.Context // cancelled when the session closes or the service stops
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the worker has ended
@@ -141,7 +143,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.ReapInterval = time.Second
 	}
 	if cfg.ReconcileInterval == 0 {
-		cfg.ReconcileInterval = 10 * time.Second
+		cfg.ReconcileInterval = DefaultReconcileInterval
 	}
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
@@ -289,8 +291,9 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 		s.mu.Unlock()
 	}()
 
-	logger := s.cfg.Logger.With().Str("session", id).Logger()
-	ctx = logger.WithContext(ctx)
+	logger := s.sessionLogger(id)
+	// The request's logger (its connection and id) names the session too.
+	ctx = zerolog.Ctx(ctx).With().Str("session", id).Logger().WithContext(ctx)
 	if _, err := s.log.Append(ctx, eventlog.Record{SessionID: id, Type: eventlog.SessionCreating, Data: eventlog.SessionCreatingData{
 		Language: lang.Name, Runtime: lang.Kind, Config: cfg,
 	}}); err != nil {
@@ -321,7 +324,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 			Data: eventlog.SessionCreateFailedData{Error: "could not record the session as created"}})
 		return projection.Session{}, err
 	}
-	s.serve(s.newLive(id, lang, runtime, spec, ws, box))
+	s.serve(s.newLive(id, logger, lang, runtime, spec, ws, box))
 	logger.Info().Str("language", lang.Name).Str("container", box.ID()).Msg("session created")
 	view, _ := s.view.Get(id)
 	return view, nil
@@ -335,11 +338,17 @@ func (s *Service) spec(id string, lang sandbox.Language, cfg eventlog.SessionCon
 	}
 }
 
-func (s *Service) newLive(id string, lang sandbox.Language, runtime sandbox.Runtime, spec sandbox.Spec, ws *sandbox.Workspace, box sandbox.Sandbox) *liveSession {
-	l := &liveSession{id: id, lang: lang, runtime: runtime, spec: spec, ws: ws, box: box,
+func (s *Service) newLive(id string, logger *zerolog.Logger, lang sandbox.Language, runtime sandbox.Runtime, spec sandbox.Spec, ws *sandbox.Workspace, box sandbox.Sandbox) *liveSession {
+	l := &liveSession{id: id, log: logger, lang: lang, runtime: runtime, spec: spec, ws: ws, box: box,
 		queue: make(chan *job, s.cfg.Limits.MaxQueuedCommands), done: make(chan struct{}), closedCh: make(chan struct{})}
-	l.ctx, l.cancel = context.WithCancel(s.ctx)
+	l.ctx, l.cancel = context.WithCancel(logger.WithContext(s.ctx))
 	return l
+}
+
+// sessionLogger is the logger of one session's work, made once for it.
+func (s *Service) sessionLogger(id string) *zerolog.Logger {
+	l := s.cfg.Logger.With().Str("session", id).Logger()
+	return &l
 }
 
 // serve registers a live session and starts its worker.
@@ -433,7 +442,7 @@ func (s *Service) closeSession(ctx context.Context, id, reason string) error {
 	s.mu.Unlock()
 	defer close(live.closedCh)
 
-	logger := s.cfg.Logger.With().Str("session", id).Str("reason", reason).Logger()
+	logger := live.log.With().Str("reason", reason).Logger()
 	ctx = context.WithoutCancel(ctx)
 	view, _ := s.view.Get(id)
 	if view.State != projection.Closing { // a close a previous run began is finished, not begun again
@@ -565,16 +574,4 @@ func (s *Service) reap(now time.Time) {
 			s.closeSession(s.ctx, sess.ID, reason)
 		}()
 	}
-}
-
-// Instance names the server that owns dataDir: it labels the sandboxes the
-// server makes, so that servers sharing an engine tell theirs apart, and a
-// restarted server on the same data dir finds its own.
-func Instance(dataDir string) string {
-	abs, err := filepath.Abs(dataDir)
-	if err != nil {
-		abs = dataDir
-	}
-	sum := sha256.Sum256([]byte(abs))
-	return hex.EncodeToString(sum[:8])
 }

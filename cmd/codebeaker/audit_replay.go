@@ -11,7 +11,6 @@ import (
 
 	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/projection"
-	"github.com/codebeaker/codebeaker/rpc"
 )
 
 // replay is `codebeaker audit replay`: the sessions rebuilt from the log
@@ -43,10 +42,10 @@ func (c *auditCommand) replay(ctx context.Context, args []string) error {
 // serviceState is the whole service at a point: session.list's result,
 // and where in the log that is.
 type serviceState struct {
-	AtSeq    uint64            `json:"atSeq"` // the last event replayed
-	At       time.Time         `json:"at"`    // the time idle and lifetime minutes are computed at
-	Count    int               `json:"count"`
-	Sessions []rpc.SessionView `json:"sessions"`
+	AtSeq    uint64                   `json:"atSeq"` // the last event replayed
+	At       time.Time                `json:"at"`    // the time idle and lifetime minutes are computed at
+	Count    int                      `json:"count"`
+	Sessions []projection.SessionView `json:"sessions"`
 }
 
 // at is the time a replay up to point describes: the time given, the time
@@ -73,9 +72,9 @@ func (c *auditCommand) replayService(ctx context.Context, src eventSource, point
 	}); err != nil {
 		return err
 	}
-	state := serviceState{AtSeq: last.Seq, At: at(point, last).UTC(), Sessions: []rpc.SessionView{}}
+	state := serviceState{AtSeq: last.Seq, At: at(point, last).UTC(), Sessions: []projection.SessionView{}}
 	for _, s := range p.List() {
-		state.Sessions = append(state.Sessions, rpc.ViewOf(s, state.At))
+		state.Sessions = append(state.Sessions, projection.ViewOf(s, state.At))
 	}
 	state.Count = len(state.Sessions)
 	if format == "json" {
@@ -104,7 +103,7 @@ type sessionReplay struct {
 }
 
 type sessionState struct {
-	rpc.SessionView
+	projection.SessionView
 	Running     bool   `json:"running"`
 	CloseReason string `json:"closeReason,omitempty"`
 }
@@ -134,7 +133,7 @@ func (c *auditCommand) replaySession(ctx context.Context, src eventSource, id st
 	if last.Seq == point.seq && point.seq > 0 {
 		r.AtSeq = point.seq
 	}
-	r.State = sessionState{SessionView: rpc.ViewOf(s, r.At), Running: s.Running, CloseReason: s.CloseReason}
+	r.State = sessionState{SessionView: projection.ViewOf(s, r.At), Running: s.Running, CloseReason: s.CloseReason}
 	if s.State == projection.Closed {
 		r.State.IdleMinutes, r.State.LifetimeMinutes = 0, 0
 	}

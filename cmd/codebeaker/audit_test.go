@@ -18,7 +18,7 @@ import (
 
 	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/migrations"
-	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/projection"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files under testdata/ from the current code")
@@ -245,8 +245,8 @@ func golden(t *testing.T, path, got string) {
 
 // listView is session.list's result.
 type listView struct {
-	Count    int               `json:"count"`
-	Sessions []rpc.SessionView `json:"sessions"`
+	Count    int                      `json:"count"`
+	Sessions []projection.SessionView `json:"sessions"`
 }
 
 // Against a real server: replay to a past point shows what session.list

@@ -23,7 +23,6 @@ import (
 
 	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/eventlog/eventlogtest"
-	"github.com/codebeaker/codebeaker/rpc"
 	"github.com/codebeaker/codebeaker/sandbox/docker"
 )
 
@@ -408,7 +407,7 @@ func checkServer(t *testing.T, api *client.Client, addr, dataDir string, complet
 		for _, s := range list2.Sessions {
 			want[s.SessionID] = s.ContainerID
 		}
-		problems := containerProblems(t, api, rpc.Instance(dataDir), want)
+		problems := containerProblems(t, api, docker.Instance(dataDir), want)
 		if len(problems) == 0 {
 			return
 		}

@@ -20,7 +20,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/codebeaker/codebeaker/eventlog"
-	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/rpc/ws"
 )
 
 // Small requests must not cost the server much memory: these bombs run
@@ -194,7 +194,7 @@ func TestQueuedFrameBombOverFileLimit(t *testing.T) {
 	needDocker(t)
 	srv := startServer(t, filepath.Join(t.TempDir(), "data"))
 	replies, base, peak := queueBomb(t, srv, 15<<20)
-	bound := rssBound(base, rpc.DefaultMaxRequestBytesInFlight>>20) // the reviewer saw 1.77 GB, 2.3 GB here
+	bound := rssBound(base, int(ws.DefaultOptions().MaxRequestBytesInFlight>>20)) // the reviewer saw 1.77 GB, 2.3 GB here
 	t.Logf("server RSS %.0f MiB before the bomb, peak %.0f MiB (bound %.0f MiB)", base, peak, bound)
 	if peak > bound {
 		t.Errorf("peak RSS %.0f MiB over %.0f MiB", peak, bound)

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/codebeaker/codebeaker/rpc"
+	"github.com/codebeaker/codebeaker/rpc/ws"
 	"github.com/codebeaker/codebeaker/sandbox"
 	"github.com/codebeaker/codebeaker/sandbox/deno"
 	"github.com/codebeaker/codebeaker/sandbox/docker"
@@ -32,12 +33,7 @@ type serveCommand struct {
 	dataDir         string
 	logLevel        string
 	logFormat       string
-	maxMessageBytes int64
-	maxReplyBytes   int
-	maxInFlight     int64
-	maxConnections  int
-	writeTimeout    time.Duration
-	idleConnTimeout time.Duration
+	ws              ws.Options
 	shutdownTimeout time.Duration
 	reconcileEvery  time.Duration
 	allowedImages   string
@@ -47,21 +43,21 @@ type serveCommand struct {
 func (c *serveCommand) flags() *flag.FlagSet {
 	fs := flag.NewFlagSet("codebeaker serve", flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
-	c.limits = rpc.DefaultLimits()
-	l := &c.limits
+	c.limits, c.ws = rpc.DefaultLimits(), ws.DefaultOptions()
+	l, o := &c.limits, &c.ws
 	fs.StringVar(&c.addr, "addr", "localhost:5000", "`host:port` to listen on for /health and /ws/jsonrpc")
 	fs.StringVar(&c.dataDir, "data-dir", "data", "`folder` for the event log and session workspaces")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "log `format`: json, console, or auto (console on a terminal, json otherwise)")
-	fs.Int64Var(&c.maxMessageBytes, "max-message-bytes", 16<<20, "largest JSON-RPC message accepted, in `bytes`")
-	fs.IntVar(&c.maxReplyBytes, "max-reply-bytes", 32<<20, "largest reply sent, in `bytes`; a larger one becomes an error")
-	fs.Int64Var(&c.maxInFlight, "max-request-bytes-in-flight", rpc.DefaultMaxRequestBytesInFlight,
+	fs.Int64Var(&o.MaxMessageBytes, "max-message-bytes", o.MaxMessageBytes, "largest JSON-RPC message accepted, in `bytes`")
+	fs.IntVar(&o.MaxReplyBytes, "max-reply-bytes", o.MaxReplyBytes, "largest reply sent, in `bytes`; a larger one becomes an error")
+	fs.Int64Var(&o.MaxRequestBytesInFlight, "max-request-bytes-in-flight", o.MaxRequestBytesInFlight,
 		"`bytes` of requests held at once, across connections: frames being read and the commands they carry while queued or running; a frame past it gets -32004")
-	fs.IntVar(&c.maxConnections, "max-connections", 256, "WebSocket connections open at once")
-	fs.DurationVar(&c.writeTimeout, "write-timeout", 30*time.Second, "how long a reply may take to be written before the connection is dropped")
-	fs.DurationVar(&c.idleConnTimeout, "idle-connection-timeout", 5*time.Minute, "a connection with no request for this long is closed")
+	fs.IntVar(&o.MaxConnections, "max-connections", o.MaxConnections, "WebSocket connections open at once")
+	fs.DurationVar(&o.WriteTimeout, "write-timeout", o.WriteTimeout, "how long a reply may take to be written before the connection is dropped")
+	fs.DurationVar(&o.IdleTimeout, "idle-connection-timeout", o.IdleTimeout, "a connection with no request for this long is closed")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running commands may finish after a shutdown signal")
-	fs.DurationVar(&c.reconcileEvery, "reconcile-interval", 10*time.Second, "how often sandboxes are matched against the open sessions")
+	fs.DurationVar(&c.reconcileEvery, "reconcile-interval", rpc.DefaultReconcileInterval, "how often sandboxes are matched against the open sessions")
 	fs.StringVar(&c.allowedImages, "allowed-images", "", "comma-separated `patterns` (path.Match, on an image's name with or without its tag) of images dockerImage may name besides the CodeBeaker runtime images")
 	fs.IntVar(&l.MaxSessions, "max-sessions", l.MaxSessions, "open sessions allowed at once")
 	fs.IntVar(&l.MaxQueuedCommands, "max-queued-commands", l.MaxQueuedCommands, "commands that may wait in one session")
@@ -97,11 +93,11 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
-	if c.writeTimeout <= 0 || c.idleConnTimeout <= 0 {
+	if c.ws.WriteTimeout <= 0 || c.ws.IdleTimeout <= 0 {
 		return errors.New("--write-timeout and --idle-connection-timeout must be longer than 0")
 	}
-	if min := rpc.DecodeCopies * c.maxMessageBytes; c.maxInFlight < min {
-		return fmt.Errorf("--max-request-bytes-in-flight (%d) must be at least %d times --max-message-bytes (%d): a message of the largest size counts that much until it is decoded", c.maxInFlight, rpc.DecodeCopies, c.maxMessageBytes)
+	if min := ws.DecodeCopies * c.ws.MaxMessageBytes; c.ws.MaxRequestBytesInFlight < min {
+		return fmt.Errorf("--max-request-bytes-in-flight (%d) must be at least %d times --max-message-bytes (%d): a message of the largest size counts that much until it is decoded", c.ws.MaxRequestBytesInFlight, ws.DecodeCopies, c.ws.MaxMessageBytes)
 	}
 	logger, err := newLogger(c.stderr, c.logLevel, c.logFormat)
 	if err != nil {
@@ -111,7 +107,7 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 		return fmt.Errorf("refusing to start: %w", err)
 	}
 
-	dockerRuntime, err := docker.New(rpc.Instance(c.dataDir))
+	dockerRuntime, err := docker.New(docker.Instance(c.dataDir))
 	if err != nil {
 		return err
 	}
@@ -139,22 +135,23 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	server := rpc.NewServer(svc, rpc.ServerOptions{
-		MaxMessageBytes: c.maxMessageBytes, MaxReplyBytes: c.maxReplyBytes, MaxConnections: c.maxConnections,
-		WriteTimeout: c.writeTimeout, IdleTimeout: c.idleConnTimeout, MaxRequestBytesInFlight: c.maxInFlight,
-	})
+	c.ws.Logger = logger
+	server := ws.NewServer(svc, c.ws)
+	mux := http.NewServeMux()
+	mux.Handle("GET /health", rpc.HealthHandler(svc))
+	mux.Handle("GET /ws/jsonrpc", server)
 	listener, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		svc.Close(context.Background())
 		return fmt.Errorf("listen on %s: %w", c.addr, err)
 	}
 	httpServer := &http.Server{
-		Handler: server.Handler(),
+		Handler: mux,
 		// A client must send its request head within 10 s, and may keep an
 		// HTTP connection open between requests only as long as an idle
 		// WebSocket.
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       c.idleConnTimeout,
+		IdleTimeout:       c.ws.IdleTimeout,
 		// A WebSocket upgrade's head is well under 8 KB; net/http's default
 		// of 1 MB let 300 unfinished heads hold 450 MB.
 		MaxHeaderBytes: maxHeaderBytes,

@@ -43,6 +43,17 @@ type HandlerFunc func(ctx context.Context, req *Request) (any, error)
 // ServeRPC calls f(ctx, req).
 func (f HandlerFunc) ServeRPC(ctx context.Context, req *Request) (any, error) { return f(ctx, req) }
 
+// Admitter is a handler whose calls begin with a step that must keep the
+// order in which a connection's frames arrived (queueing work, say), and
+// end with one that need not (waiting for that work). Admit does the first
+// step and returns the second, or an error, which is the call's result.
+// Admit must not block for long: a transport admits one frame after
+// another. The dispatcher calls Admit, never ServeRPC, on an Admitter.
+type Admitter interface {
+	Handler
+	Admit(ctx context.Context, req *Request) (finish func() (any, error), err error)
+}
+
 // Dispatcher routes calls to handlers by method name. The zero value is ready
 // to use. Register every method before the first Handle; after that Handle
 // may be called from any number of goroutines.
@@ -62,6 +73,9 @@ type Dispatcher struct {
 	// elements that would take a batch's reply over it (elements are
 	// measured as they finish: those that finish first are kept).
 	MaxReplyBytes int
+	// WithRequest, when set, derives each call's context from the frame's
+	// (a logger naming the request, say) before the call is admitted.
+	WithRequest func(ctx context.Context, req *Request) context.Context
 	// ReplyTooLarge is that error, given the size refused; nil means
 	// -32603 Internal error.
 	ReplyTooLarge func(size int) *Error
@@ -91,18 +105,29 @@ func (d *Dispatcher) Register(method string, h Handler) {
 // notifications. It returns once every handler the frame started has
 // returned. The caller bounds the frame size.
 func (d *Dispatcher) Handle(ctx context.Context, frame []byte) []byte {
+	return d.Admit(ctx, frame)()
+}
+
+// Admit takes one frame and admits its calls (Admitter), in order, before
+// it returns; the returned function runs the rest of every call and
+// returns the reply frame, as Handle does. A transport that keeps a
+// connection's frames in order calls Admit for each frame in the order they
+// arrived and may run the returned functions concurrently. Admit keeps no
+// reference to frame.
+func (d *Dispatcher) Admit(ctx context.Context, frame []byte) (reply func() []byte) {
 	frame = bytes.TrimLeft(frame, " \t\r\n")
 	// JSON between systems must be UTF-8 (RFC 8259), and ids are echoed into
 	// a WebSocket text frame, which must be UTF-8 too.
 	if !utf8.Valid(frame) || !json.Valid(frame) {
-		return d.reply(ctx, &Request{}, nil, errParse)
+		return d.refuse(ctx, &Request{}, errParse)
 	}
 	if frame[0] != '[' {
 		req, err := parse(frame)
 		if err != nil {
-			return d.reply(ctx, req, nil, err)
+			return d.refuse(ctx, req, err)
 		}
-		return d.call(ctx, req)
+		c := d.admit(ctx, req)
+		return func() []byte { return d.finish(ctx, c) }
 	}
 
 	limit := orDefault(d.MaxBatch, 100)
@@ -115,17 +140,34 @@ func (d *Dispatcher) Handle(ctx context.Context, frame []byte) []byte {
 	})
 	switch {
 	case n == 0:
-		return d.reply(ctx, &Request{}, nil, invalidRequest("empty batch"))
+		return d.refuse(ctx, &Request{}, invalidRequest("empty batch"))
 	case n > limit:
-		return d.reply(ctx, &Request{}, nil, invalidRequest(
+		return d.refuse(ctx, &Request{}, invalidRequest(
 			fmt.Sprintf("batch of %d requests exceeds the limit of %d", n, limit)))
 	}
+	// The elements are admitted in order (a batch keeps its place among
+	// the frames, and the specification lets its elements run in any
+	// order), then finished concurrently.
+	calls := make([]*admitted, len(elems))
+	for i, elem := range elems {
+		elems[i] = nil // only the decoded request is kept
+		req, err := parse(elem)
+		if err != nil { // answered even without an id: it is no notification
+			calls[i] = &admitted{req: req, reply: d.reply(ctx, req, nil, err)}
+			continue
+		}
+		calls[i] = d.admit(ctx, req)
+	}
+	return func() []byte { return d.finishBatch(ctx, calls) }
+}
 
-	// Each reply is measured as soon as it is made, so that the replies
-	// kept for the batch never pass MaxReplyBytes: the elements that
-	// finish first are kept, the ones that would take the batch over the
-	// cap get ReplyTooLarge.
-	replies := make([][]byte, len(elems))
+// finishBatch finishes a batch's calls, at most BatchConcurrency at once.
+// Each reply is measured as soon as it is made, so that the replies kept
+// for the batch never pass MaxReplyBytes: the elements that finish first
+// are kept, the ones that would take the batch over the cap get
+// ReplyTooLarge.
+func (d *Dispatcher) finishBatch(ctx context.Context, calls []*admitted) []byte {
+	replies := make([][]byte, len(calls))
 	var (
 		mu    sync.Mutex
 		total int
@@ -144,17 +186,16 @@ func (d *Dispatcher) Handle(ctx context.Context, frame []byte) []byte {
 	}
 	sem := make(chan struct{}, orDefault(d.BatchConcurrency, 16))
 	var wg sync.WaitGroup
-	for i, elem := range elems {
-		elems[i] = nil // the request is decoded below; only it is kept
-		req, err := parse(elem)
-		if err != nil {
-			keep(i, req, d.reply(ctx, req, nil, err))
+	for i, c := range calls {
+		calls[i] = nil
+		if c.finish == nil { // decided already
+			keep(i, c.req, d.finish(ctx, c))
 			continue
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			keep(i, req, d.call(ctx, req))
+			keep(i, c.req, d.finish(ctx, c))
 		})
 	}
 	wg.Wait()
@@ -165,6 +206,12 @@ func (d *Dispatcher) Handle(ctx context.Context, frame []byte) []byte {
 	}
 	out := append([]byte{'['}, bytes.Join(replies, []byte{','})...)
 	return append(out, ']')
+}
+
+// refuse is the reply to a frame none of whose calls runs.
+func (d *Dispatcher) refuse(ctx context.Context, req *Request, err *Error) func() []byte {
+	reply := d.reply(ctx, req, nil, err)
+	return func() []byte { return reply }
 }
 
 // parse checks one message, valid JSON, against the specification's Request
@@ -222,25 +269,42 @@ func first(raw json.RawMessage) byte {
 	return raw[0]
 }
 
-// call runs a valid request and returns its response, nil for a notification.
-func (d *Dispatcher) call(ctx context.Context, req *Request) (reply []byte) {
-	h := d.methods[req.Method]
-	if h == nil {
-		if req.IsNotification() {
-			return nil
-		}
-		return d.reply(ctx, req, nil, NewError(CodeMethodNotFound, "Method not found", nil))
+// admitted is a call whose admission has happened: finish runs the rest,
+// unless err (or a missing method) already decided the reply.
+type admitted struct {
+	req    *Request
+	finish func() (any, error)
+	err    error
+	reply  []byte // the reply to a request that is not valid
+}
+
+// admit routes a valid request and runs its admission.
+func (d *Dispatcher) admit(ctx context.Context, req *Request) (c *admitted) {
+	c = &admitted{req: req}
+	if d.WithRequest != nil {
+		ctx = d.WithRequest(ctx, req)
 	}
-	// The recover also covers encoding, which runs the result's MarshalJSON.
-	defer func() {
-		if p := recover(); p != nil {
-			d.internal(ctx, req, fmt.Errorf("jsonrpc: method %q panicked: %v\n%s", req.Method, p, debug.Stack()))
-			if !req.IsNotification() {
-				reply = d.reply(ctx, req, nil, errInternal)
-			}
-		}
-	}()
-	result, err := h.ServeRPC(ctx, req)
+	h := d.methods[req.Method]
+	switch a, ok := h.(Admitter); {
+	case h == nil:
+		c.err = NewError(CodeMethodNotFound, "Method not found", nil)
+	case ok:
+		defer d.recoverInto(ctx, req, &c.err)
+		c.finish, c.err = a.Admit(ctx, req)
+	default:
+		c.finish = func() (any, error) { return h.ServeRPC(ctx, req) }
+	}
+	return c
+}
+
+// finish runs the rest of an admitted call and returns its response, nil
+// for a notification.
+func (d *Dispatcher) finish(ctx context.Context, c *admitted) []byte {
+	if c.reply != nil {
+		return c.reply
+	}
+	req := c.req
+	result, err := c.result(ctx, d)
 	if e, ok := err.(*Error); ok && e == nil {
 		err = nil // "return v, DecodeParams(...)" with no error yields a typed nil
 	}
@@ -252,7 +316,34 @@ func (d *Dispatcher) call(ctx context.Context, req *Request) (reply []byte) {
 	if req.IsNotification() {
 		return nil
 	}
-	return d.reply(ctx, req, result, rpcErr)
+	// Encoding runs the result's MarshalJSON, which may panic too.
+	var reply []byte
+	func() {
+		defer d.recoverInto(ctx, req, &err)
+		reply = d.reply(ctx, req, result, rpcErr)
+	}()
+	if reply == nil {
+		reply = d.reply(ctx, req, nil, errInternal)
+	}
+	return reply
+}
+
+// result runs the call's finish, if it has one, with panics recovered.
+func (c *admitted) result(ctx context.Context, d *Dispatcher) (result any, err error) {
+	if c.err != nil || c.finish == nil {
+		return nil, c.err
+	}
+	defer d.recoverInto(ctx, c.req, &err)
+	return c.finish()
+}
+
+// recoverInto turns a handler's panic into an internal error, reported
+// with its stack.
+func (d *Dispatcher) recoverInto(ctx context.Context, req *Request, err *error) {
+	if p := recover(); p != nil {
+		d.internal(ctx, req, fmt.Errorf("jsonrpc: method %q panicked: %v\n%s", req.Method, p, debug.Stack()))
+		*err = errInternal
+	}
 }
 
 // Two shapes because "result" must be present, even as null, exactly when

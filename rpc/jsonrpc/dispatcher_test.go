@@ -374,3 +374,61 @@ func TestBatchRepliesAreMeasuredAsTheyAreMade(t *testing.T) {
 		t.Errorf("batch reply of %d bytes", len(reply))
 	}
 }
+
+// queue is an Admitter: admission appends to an order, finishing waits for
+// a release.
+type queue struct {
+	mu      sync.Mutex
+	order   []string
+	release chan struct{}
+}
+
+func (q *queue) Admit(_ context.Context, req *jsonrpc.Request) (func() (any, error), error) {
+	var p []string
+	if err := jsonrpc.DecodeParams(req.Params, &p); err != nil {
+		return nil, err
+	}
+	if p[0] == "panic" {
+		panic("admission failed")
+	}
+	q.mu.Lock()
+	q.order = append(q.order, p[0])
+	q.mu.Unlock()
+	return func() (any, error) { <-q.release; return p[0], nil }, nil
+}
+
+func (q *queue) ServeRPC(context.Context, *jsonrpc.Request) (any, error) {
+	panic("ServeRPC is not called on an Admitter")
+}
+
+// Admit admits every call of a frame before it returns, in the frame's
+// order, and leaves the rest to the function it returns; a panic in an
+// admission is an internal error of that call alone.
+func TestAdmitKeepsOrderAndDefersTheRest(t *testing.T) {
+	q := &queue{release: make(chan struct{})}
+	var hidden reported
+	d := &jsonrpc.Dispatcher{OnInternalError: hidden.hook}
+	d.Register("q", q)
+	ctx := context.Background()
+	first := d.Admit(ctx, []byte(`{"jsonrpc":"2.0","id":1,"method":"q","params":["a"]}`))
+	batch := d.Admit(ctx, []byte(`[{"jsonrpc":"2.0","id":2,"method":"q","params":["b"]},{"jsonrpc":"2.0","id":3,"method":"q","params":["panic"]},{"jsonrpc":"2.0","id":4,"method":"q","params":["c"]}]`))
+	if got := strings.Join(q.order, ""); got != "abc" {
+		t.Fatalf("admitted %q before any frame was finished; want abc", got)
+	}
+	close(q.release)
+	var replies = make(chan string, 2)
+	go func() { replies <- string(batch()) }()
+	go func() { replies <- string(first()) }()
+	got := []string{<-replies, <-replies}
+	slices.Sort(got)
+	want := []string{
+		`[{"jsonrpc":"2.0","id":2,"result":"b"},{"jsonrpc":"2.0","id":3,"error":{"code":-32603,"message":"Internal error"}},{"jsonrpc":"2.0","id":4,"result":"c"}]`,
+		`{"jsonrpc":"2.0","id":1,"result":"a"}`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("replies\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(hidden.errs) != 1 || !strings.Contains(hidden.errs[0].Error(), "admission failed") {
+		t.Errorf("reported %v; want the admission's panic", hidden.errs)
+	}
+}

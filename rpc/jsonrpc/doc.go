@@ -19,6 +19,10 @@
 //   - Handler errors other than *Error, handler panics and unencodable
 //     results become -32603 Internal error without data; the detail (which
 //     may hold host paths or a stack trace) goes to Dispatcher.OnInternalError.
+//   - A handler that is an Admitter is called in two steps: Admit does the
+//     part that must keep the order of a connection's frames, before
+//     Dispatcher.Admit returns; the rest runs when the transport finishes
+//     the frame, concurrently with later frames. Handle does both at once.
 //   - No input makes Handle panic.
 //   - What a frame costs to decode grows with its bytes, not with its nesting
 //     or the number of members or elements in it: a batch over the limit is

@@ -1,7 +1,6 @@
-package rpc
+package ws
 
 import (
-	"context"
 	"errors"
 	"io"
 	"sync"
@@ -91,11 +90,8 @@ func (h *hold) grow(n int64) bool {
 }
 
 // keep shrinks the hold to n bytes: the frame is decoded and only n bytes
-// of it stay. Nil-safe, as holdOf is.
+// of it stay.
 func (h *hold) keep(n int64) {
-	if h == nil {
-		return
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if n < h.n {
@@ -105,19 +101,6 @@ func (h *hold) keep(n int64) {
 }
 
 func (h *hold) release() { h.keep(0) }
-
-type holdKey struct{}
-
-func withHold(ctx context.Context, h *hold) context.Context {
-	return context.WithValue(ctx, holdKey{}, h)
-}
-
-// holdOf returns the hold of a frame holding one message; nil for the
-// elements of a batch, whose frame stays counted whole until all are done.
-func holdOf(ctx context.Context) *hold {
-	h, _ := ctx.Value(holdKey{}).(*hold)
-	return h
-}
 
 var (
 	errFrameTooLarge = errors.New("frame over the size limit")
