@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/projection"
 )
 
@@ -169,5 +173,51 @@ func TestAuditReplayPastPoint(t *testing.T) {
 	}
 	if out := mustAudit(t, "replay", "--data-dir", dataDir); !strings.HasPrefix(out, "0 open sessions") {
 		t.Errorf("replay to the end: %q", out)
+	}
+}
+
+// The binary wires the audit command: its exit codes, --data-dir's default
+// from CODEBEAKER_DATA_DIR (the flag wins), and --server through the
+// WebSocket client.
+func TestAuditCommandLine(t *testing.T) {
+	dir := t.TempDir()
+	data, err := os.ReadFile("../../testdata/layout1.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, eventlog.FileName), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	golden, err := os.ReadFile("../../testdata/layout1.replay.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	codebeaker := func(env string, args ...string) (stdout, stderr string, code int) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		cmd := exec.Command(binary, args...)
+		cmd.Env = append(os.Environ(), "CODEBEAKER_DATA_DIR="+env)
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			t.Fatal(err)
+		}
+		return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
+	}
+
+	if out, _, code := codebeaker(dir, "audit", "--help"); code != 0 || !strings.HasPrefix(out, "Usage: codebeaker audit COMMAND") {
+		t.Errorf("audit --help: exit %d, printed %q", code, out)
+	}
+	if out, errOut, code := codebeaker(dir, "audit", "replay", "--until", "32", "--format", "json"); code != 0 || out == "" || !strings.HasPrefix(string(golden), out) {
+		t.Errorf("audit replay with CODEBEAKER_DATA_DIR: exit %d, printed %q %q; want the golden replay", code, out, errOut)
+	}
+	empty := t.TempDir()
+	if _, errOut, code := codebeaker(dir, "audit", "verify", "--data-dir", empty); code != 1 || !strings.HasPrefix(errOut, "codebeaker: eventlog: stat "+empty) {
+		t.Errorf("audit verify --data-dir of an empty folder: exit %d, printed %q; want exit 1 and the empty folder named", code, errOut)
+	}
+	if _, errOut, code := codebeaker(empty, "audit", "replay", "--server", "127.0.0.1:1"); code != 1 ||
+		!strings.HasPrefix(errOut, "codebeaker: connect to the server at ws://127.0.0.1:1/ws/jsonrpc: ") {
+		t.Errorf("audit replay --server of a closed port: exit %d, printed %q", code, errOut)
 	}
 }

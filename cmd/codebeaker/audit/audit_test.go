@@ -238,3 +238,84 @@ func golden(t *testing.T, path, got string) {
 		t.Errorf("output differs from %s (rerun with -update if the change is meant):\n got %s\nwant %s", path, got, want)
 	}
 }
+
+// pagedLog is a Source over a data file, a few events a page, as a
+// server's session.history pages it.
+type pagedLog struct {
+	log   *eventlog.Log
+	calls int
+}
+
+const pageSize = 3
+
+func (p *pagedLog) Page(ctx context.Context, sessionID string, afterSeq uint64) ([]eventlog.Event, bool, error) {
+	p.calls++
+	if sessionID == "" {
+		events, err := p.log.Events(afterSeq, pageSize)
+		return events, len(events) == pageSize, err
+	}
+	if ok, err := p.log.HasSession(sessionID); err != nil || !ok {
+		return nil, false, errors.Join(err, fmt.Errorf("session.history: no session with id %q", sessionID))
+	}
+	events, err := p.log.SessionEvents(sessionID, afterSeq, pageSize)
+	return events, len(events) == pageSize, err
+}
+
+func (p *pagedLog) Close() error { return nil }
+
+// Through a Source, page by page, replay and export print what they print
+// from the data file; --server needs a DialServer, and excludes --data-dir.
+func TestAuditServerSource(t *testing.T) {
+	dir := writeLog(t)
+	runs := [][]string{
+		{"export"},
+		{"export", "--session", "open", "--after", "8"},
+		{"replay", "--until", "9", "--format", "json"},
+		{"replay", "--until", "13"},
+		{"replay", "--session", "closed", "--until", "12"},
+		{"replay", "--session", "open", "--until", "10", "--format", "json"},
+	}
+	var want []string
+	for _, args := range runs {
+		want = append(want, mustAudit(t, append(args, "--data-dir", dir)...))
+	}
+
+	l, err := eventlog.Open(logPath(dir), eventlog.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	source := &pagedLog{log: l}
+	var dialed []string
+	server := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		c := &Command{Stdout: &out, Stderr: &errOut, DataDir: "data", DialServer: func(_ context.Context, url string) (Source, error) {
+			dialed = append(dialed, url)
+			return source, nil
+		}}
+		err := c.Run(context.Background(), append(args, "--server", "ws://127.0.0.1:1/ws/jsonrpc"))
+		return out.String(), err
+	}
+	for i, args := range runs {
+		got, err := server(args...)
+		if err != nil || got != want[i] {
+			t.Errorf("audit %s --server: %v\n%s\nwant, as from the data file:\n%s", strings.Join(args, " "), err, got, want[i])
+		}
+	}
+	if len(dialed) != len(runs) || dialed[0] != "ws://127.0.0.1:1/ws/jsonrpc" {
+		t.Errorf("dialed %q, want the --server URL once a run", dialed)
+	}
+	if source.calls < 14/pageSize {
+		t.Errorf("%d pages read, want the log read a page at a time", source.calls)
+	}
+	if _, err := server("export", "--session", "nobody"); err == nil || !strings.Contains(err.Error(), `no session with id "nobody"`) {
+		t.Errorf("export --server of an unknown session = %v, want the server's error", err)
+	}
+
+	if _, _, err := runAudit(t, "replay", "--server", "127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "cannot read through a server") {
+		t.Errorf("replay --server without DialServer = %v", err)
+	}
+	if _, err := server("export", "--data-dir", dir); err == nil || err.Error() != "give --data-dir or --server, not both" {
+		t.Errorf("export --data-dir --server = %v", err)
+	}
+}
