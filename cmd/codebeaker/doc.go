@@ -1,6 +1,7 @@
 // Command codebeaker runs the CodeBeaker service and its tools: `serve`
 // runs the service (serve.go), `audit` reads the event log for auditors
-// (audit*.go). Each subcommand is a type with Run(ctx, args), parsing its own
-// flag set; every flag can also come from a CODEBEAKER_* environment
-// variable. The first SIGINT or SIGTERM drains, the second exits.
+// (package audit; audit_server.go is its WebSocket client for --server).
+// Each subcommand is a type with Run(ctx, args), parsing its own flag set;
+// every flag can also come from a CODEBEAKER_* environment variable. The
+// first SIGINT or SIGTERM drains, the second exits.
 package main

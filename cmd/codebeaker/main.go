@@ -24,6 +24,9 @@ CODEBEAKER_DATA_DIR, --addr is CODEBEAKER_ADDR, and so on. A flag on the
 command line wins over the variable.
 `
 
+// defaultDataDir is the default of --data-dir, in serve and audit.
+const defaultDataDir = "data"
+
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
@@ -54,7 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "serve":
 		return (&serveCommand{stdout: stdout, stderr: stderr}).Run(ctx, args[1:])
 	case "audit":
-		return (&auditCommand{stdout: stdout, stderr: stderr}).Run(ctx, args[1:])
+		return auditCommand(stdout, stderr).Run(ctx, args[1:])
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "codebeaker", version)
 		return nil

@@ -46,7 +46,7 @@ func (c *serveCommand) flags() *flag.FlagSet {
 	c.limits, c.ws = rpc.DefaultLimits(), ws.DefaultOptions()
 	l, o := &c.limits, &c.ws
 	fs.StringVar(&c.addr, "addr", "localhost:5000", "`host:port` to listen on for /health and /ws/jsonrpc")
-	fs.StringVar(&c.dataDir, "data-dir", "data", "`folder` for the event log and session workspaces")
+	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir, "`folder` for the event log and session workspaces")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "log `format`: json, console, or auto (console on a terminal, json otherwise)")
 	fs.Int64Var(&o.MaxMessageBytes, "max-message-bytes", o.MaxMessageBytes, "largest JSON-RPC message accepted, in `bytes`")

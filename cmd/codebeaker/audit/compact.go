@@ -1,4 +1,4 @@
-package main
+package audit
 
 import (
 	"context"
@@ -11,9 +11,9 @@ import (
 
 // compact is `codebeaker audit compact`: the log's retention, run with the
 // server stopped.
-func (c *auditCommand) compact(ctx context.Context, args []string) error {
+func (c *Command) compact(ctx context.Context, args []string) error {
 	fs := c.flagSet("compact", "--data-dir DIR --older-than AGE")
-	dataDir := dataDirFlag(fs)
+	dataDir := c.dataDirFlag(fs)
 	olderThan := fs.String("older-than", "", "drop the output of commands that ended longer than this `age` ago (30d, 12h, 90m)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -38,12 +38,12 @@ func (c *auditCommand) compact(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "compacted the stored output of %d command results of %d closed sessions, ended before %s (events %+d bytes)\n",
+	fmt.Fprintf(c.Stdout, "compacted the stored output of %d command results of %d closed sessions, ended before %s (events %+d bytes)\n",
 		res.Events, res.Sessions, before.UTC().Format(time.RFC3339), -res.Bytes)
 	v, err := eventlog.Verify(ctx, path, eventlog.VerifyOptions{LockTimeout: auditLockTimeout})
 	if err != nil {
 		return fmt.Errorf("audit compact: the log does not verify after compaction: %w", err)
 	}
-	fmt.Fprintf(c.stdout, "ok: %d events, head hash %s\n", v.Events, v.Head)
+	fmt.Fprintf(c.Stdout, "ok: %d events, head hash %s\n", v.Events, v.Head)
 	return nil
 }

@@ -1,4 +1,4 @@
-package main
+package audit
 
 import (
 	"context"
@@ -37,9 +37,9 @@ func (a anchors) Set(s string) error {
 }
 
 // verify is `codebeaker audit verify`.
-func (c *auditCommand) verify(ctx context.Context, args []string) error {
+func (c *Command) verify(ctx context.Context, args []string) error {
 	fs := c.flagSet("verify", "--data-dir DIR [--anchor SEQ:HASH]...")
-	dataDir := dataDirFlag(fs)
+	dataDir := c.dataDirFlag(fs)
 	anchored := anchors{}
 	fs.Var(anchored, "anchor", "`SEQ:HASH` an earlier verify printed (kept outside the data dir): event SEQ must still have HASH; repeatable")
 	if err := parseFlags(fs, args); err != nil {
@@ -50,11 +50,11 @@ func (c *auditCommand) verify(ctx context.Context, args []string) error {
 	var problem *eventlog.Problem
 	switch {
 	case errors.As(err, &problem):
-		fmt.Fprintf(c.stdout, "FAILED: %s\n", strings.TrimPrefix(problem.Error(), "eventlog: "))
+		fmt.Fprintf(c.Stdout, "FAILED: %s\n", strings.TrimPrefix(problem.Error(), "eventlog: "))
 		return fmt.Errorf("audit verify: the event log %s does not verify", path)
 	case err != nil:
 		return inUse(err, path, "stop it to verify the file (verify reads the file itself, not through the server)")
 	}
-	fmt.Fprintf(c.stdout, "ok: %d events, head hash %s\n", v.Events, v.Head)
+	fmt.Fprintf(c.Stdout, "ok: %d events, head hash %s\n", v.Events, v.Head)
 	return nil
 }

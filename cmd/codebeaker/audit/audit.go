@@ -1,4 +1,4 @@
-package main
+package audit
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -39,17 +38,23 @@ holds it: stop it, or read through it with --server ws://HOST:PORT/ws/jsonrpc
 (replay and export). --data-dir defaults to $CODEBEAKER_DATA_DIR, or "data".
 `
 
-// auditCommand is `codebeaker audit`.
-type auditCommand struct {
-	stdout, stderr io.Writer
+// Command is `codebeaker audit`.
+type Command struct {
+	Stdout, Stderr io.Writer
+	// DataDir is the default of --data-dir.
+	DataDir string
+	// DialServer connects to a running server for --server URL; nil
+	// means --server is refused.
+	DialServer func(ctx context.Context, url string) (Source, error)
 }
 
 // auditLockTimeout is how long audit commands wait for the data file.
 const auditLockTimeout = time.Second
 
-func (c *auditCommand) Run(ctx context.Context, args []string) error {
+// Run runs the audit command args name (args[0]) with its flags.
+func (c *Command) Run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		fmt.Fprint(c.stderr, auditUsage)
+		fmt.Fprint(c.Stderr, auditUsage)
 		return errors.New("audit: no command given")
 	}
 	switch args[0] {
@@ -62,17 +67,17 @@ func (c *auditCommand) Run(ctx context.Context, args []string) error {
 	case "compact":
 		return c.compact(ctx, args[1:])
 	case "help", "-h", "--help", "-help":
-		fmt.Fprint(c.stdout, auditUsage)
+		fmt.Fprint(c.Stdout, auditUsage)
 		return nil
 	}
-	fmt.Fprint(c.stderr, auditUsage)
+	fmt.Fprint(c.Stderr, auditUsage)
 	return fmt.Errorf("audit: unknown command %q", args[0])
 }
 
 // flagSet makes the flag set of one audit command.
-func (c *auditCommand) flagSet(name, usage string) *flag.FlagSet {
+func (c *Command) flagSet(name, usage string) *flag.FlagSet {
 	fs := flag.NewFlagSet("codebeaker audit "+name, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+	fs.SetOutput(c.Stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: codebeaker audit %s %s\n\n", name, usage)
 		fs.PrintDefaults()
@@ -90,12 +95,8 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func dataDirFlag(fs *flag.FlagSet) *string {
-	def := "data"
-	if v, ok := os.LookupEnv(envName("data-dir")); ok {
-		def = v
-	}
-	return fs.String("data-dir", def, "`folder` holding the event log (events.db)")
+func (c *Command) dataDirFlag(fs *flag.FlagSet) *string {
+	return fs.String("data-dir", c.DataDir, "`folder` holding the event log (events.db)")
 }
 
 func logPath(dataDir string) string { return filepath.Join(dataDir, eventlog.FileName) }

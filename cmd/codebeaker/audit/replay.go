@@ -1,4 +1,4 @@
-package main
+package audit
 
 import (
 	"context"
@@ -15,9 +15,9 @@ import (
 
 // replay is `codebeaker audit replay`: the sessions rebuilt from the log
 // alone, up to a point.
-func (c *auditCommand) replay(ctx context.Context, args []string) error {
+func (c *Command) replay(ctx context.Context, args []string) error {
 	fs := c.flagSet("replay", "(--data-dir DIR | --server URL) [--session ID] [--until SEQ|TIME] [--format text|json]")
-	source := addSourceFlags(fs)
+	source := c.addSourceFlags(fs)
 	session := fs.String("session", "", "show this session's timeline and state, instead of every open session")
 	var point until
 	fs.Var(&point, "until", "replay up to and including event `SEQ`, or the events up to an RFC 3339 TIME")
@@ -60,7 +60,7 @@ func at(point until, last eventlog.Event) time.Time {
 	return time.Now()
 }
 
-func (c *auditCommand) replayService(ctx context.Context, src eventSource, point until, format string) error {
+func (c *Command) replayService(ctx context.Context, src eventSource, point until, format string) error {
 	p := projection.NewSessions()
 	var last eventlog.Event
 	if err := src.each(ctx, "", 0, func(e eventlog.Event) error {
@@ -78,13 +78,13 @@ func (c *auditCommand) replayService(ctx context.Context, src eventSource, point
 	}
 	state.Count = len(state.Sessions)
 	if format == "json" {
-		return writeJSON(c.stdout, state)
+		return writeJSON(c.Stdout, state)
 	}
-	fmt.Fprintf(c.stdout, "%d open sessions after event %d, at %s\n", state.Count, state.AtSeq, state.At.Format(time.RFC3339Nano))
+	fmt.Fprintf(c.Stdout, "%d open sessions after event %d, at %s\n", state.Count, state.AtSeq, state.At.Format(time.RFC3339Nano))
 	if state.Count == 0 {
 		return nil
 	}
-	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SESSION\tLANGUAGE\tSTATE\tCOMMANDS\tCREATED\tLAST ACTIVITY\tIDLE MIN\tLIFETIME MIN")
 	for _, s := range state.Sessions {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%.1f\t%.1f\n", s.SessionID, s.Language, s.State, s.ExecutionCount,
@@ -108,7 +108,7 @@ type sessionState struct {
 	CloseReason string `json:"closeReason,omitempty"`
 }
 
-func (c *auditCommand) replaySession(ctx context.Context, src eventSource, id string, point until, format string) error {
+func (c *Command) replaySession(ctx context.Context, src eventSource, id string, point until, format string) error {
 	tl := projection.NewTimeline(id)
 	if err := src.each(ctx, id, 0, func(e eventlog.Event) error {
 		if point.past(e) {
@@ -138,9 +138,9 @@ func (c *auditCommand) replaySession(ctx context.Context, src eventSource, id st
 		r.State.IdleMinutes, r.State.LifetimeMinutes = 0, 0
 	}
 	if format == "json" {
-		return writeJSON(c.stdout, r)
+		return writeJSON(c.Stdout, r)
 	}
-	return writeTimeline(c.stdout, r)
+	return writeTimeline(c.Stdout, r)
 }
 
 func writeTimeline(w io.Writer, r sessionReplay) error {

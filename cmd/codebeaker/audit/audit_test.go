@@ -1,4 +1,4 @@
-package main
+package audit
 
 import (
 	"bytes"
@@ -8,32 +8,28 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/migrations"
-	"github.com/codebeaker/codebeaker/projection"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files under testdata/ from the current code")
 
-// audit runs `codebeaker audit args...` in the test's process.
-func audit(t *testing.T, args ...string) (stdout, stderr string, err error) {
+// runAudit runs `codebeaker audit args...` in the test's process.
+func runAudit(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	err = run(context.Background(), append([]string{"audit"}, args...), &out, &errOut)
+	err = (&Command{Stdout: &out, Stderr: &errOut, DataDir: "data"}).Run(context.Background(), args)
 	return out.String(), errOut.String(), err
 }
 
 func mustAudit(t *testing.T, args ...string) string {
 	t.Helper()
-	out, errOut, err := audit(t, args...)
+	out, errOut, err := runAudit(t, args...)
 	if err != nil {
 		t.Fatalf("codebeaker audit %s: %v\n%s%s", strings.Join(args, " "), err, out, errOut)
 	}
@@ -97,8 +93,8 @@ func TestAuditVerify(t *testing.T) {
 	if err := errors.Join(err, db.Close()); err != nil {
 		t.Fatal(err)
 	}
-	out, _, err = audit(t, "verify", "--data-dir", dir)
-	if err == nil || exitCode(err) != 1 {
+	out, _, err = runAudit(t, "verify", "--data-dir", dir)
+	if err == nil || errors.Is(err, flag.ErrHelp) { // main exits 1 on any other error
 		t.Fatalf("verify of an altered log = %v, want an error (exit 1)", err)
 	}
 	if !strings.HasPrefix(out, "FAILED: event 6 (id ") || !strings.Contains(out, "CommandCompleted of session closed) changed") {
@@ -106,13 +102,13 @@ func TestAuditVerify(t *testing.T) {
 	}
 
 	// Usage errors.
-	if _, _, err := audit(t, "verify", "--data-dir", dir, "--anchor", "x"); err == nil {
+	if _, _, err := runAudit(t, "verify", "--data-dir", dir, "--anchor", "x"); err == nil {
 		t.Error("verify accepted --anchor x")
 	}
-	if _, _, err := audit(t, "verify", "--data-dir", t.TempDir()); err == nil {
+	if _, _, err := runAudit(t, "verify", "--data-dir", t.TempDir()); err == nil {
 		t.Error("verify of a folder without a log succeeded")
 	}
-	if _, _, err := audit(t, "nonsense"); err == nil {
+	if _, _, err := runAudit(t, "nonsense"); err == nil {
 		t.Error("audit nonsense succeeded")
 	}
 }
@@ -153,17 +149,17 @@ func TestAuditExport(t *testing.T) {
 	if len(open) != 4 { // 7 to 12 are the open session's
 		t.Errorf("export --session open --after 8 gave %d events, want 4", len(open))
 	}
-	if _, _, err := audit(t, "export", "--data-dir", dir, "--session", "nobody"); err == nil || !strings.Contains(err.Error(), "nobody") {
+	if _, _, err := runAudit(t, "export", "--data-dir", dir, "--session", "nobody"); err == nil || !strings.Contains(err.Error(), "nobody") {
 		t.Errorf("export of an unknown session = %v", err)
 	}
 }
 
 func TestAuditCompact(t *testing.T) {
 	dir := writeLog(t)
-	if _, _, err := audit(t, "compact", "--data-dir", dir); err == nil {
+	if _, _, err := runAudit(t, "compact", "--data-dir", dir); err == nil {
 		t.Error("compact without --older-than succeeded")
 	}
-	if _, _, err := audit(t, "compact", "--data-dir", dir, "--older-than", "soon"); err == nil {
+	if _, _, err := runAudit(t, "compact", "--data-dir", dir, "--older-than", "soon"); err == nil {
 		t.Error("compact --older-than soon succeeded")
 	}
 	// Nothing is a day old.
@@ -201,21 +197,21 @@ func TestAuditCompact(t *testing.T) {
 // says it has no chain until it is migrated.
 func TestAuditLayout1File(t *testing.T) {
 	dir := t.TempDir()
-	data, err := os.ReadFile("../../testdata/layout1.db")
+	data, err := os.ReadFile("../../../testdata/layout1.db")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(logPath(dir), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = audit(t, "verify", "--data-dir", dir)
+	_, _, err = runAudit(t, "verify", "--data-dir", dir)
 	if err == nil || !errors.Is(err, eventlog.ErrNoChain) {
 		t.Errorf("verify of a layout-1 file = %v, want ErrNoChain", err)
 	}
 	got := mustAudit(t, "replay", "--data-dir", dir, "--until", "32", "--format", "json") +
 		mustAudit(t, "replay", "--data-dir", dir, "--until", "32", "--session", "01jfgo0000000000000000000b") +
 		mustAudit(t, "replay", "--data-dir", dir, "--until", "10", "--session", "01jfpy0000000000000000000a", "--format", "json")
-	golden(t, "../../testdata/layout1.replay.golden", got)
+	golden(t, "../../../testdata/layout1.replay.golden", got)
 	if after, _ := os.ReadFile(logPath(dir)); !bytes.Equal(after, data) {
 		t.Error("replay changed the data file")
 	}
@@ -243,132 +239,83 @@ func golden(t *testing.T, path, got string) {
 	}
 }
 
-// listView is session.list's result.
-type listView struct {
-	Count    int                      `json:"count"`
-	Sessions []projection.SessionView `json:"sessions"`
+// pagedLog is a Source over a data file, a few events a page, as a
+// server's session.history pages it.
+type pagedLog struct {
+	log   *eventlog.Log
+	calls int
 }
 
-// Against a real server: replay to a past point shows what session.list
-// showed then; the file is in use while the server runs (say so, and read
-// through --server instead); the same replay offline once it stopped.
-func TestAuditReplayPastPoint(t *testing.T) {
-	dataDir := filepath.Join(t.TempDir(), "data")
-	srv := startServer(t, dataDir)
-	url := "ws://" + srv.addr + "/ws/jsonrpc"
-	c, err := dial(srv.addr)
+const pageSize = 3
+
+func (p *pagedLog) Page(ctx context.Context, sessionID string, afterSeq uint64) ([]eventlog.Event, bool, error) {
+	p.calls++
+	if sessionID == "" {
+		events, err := p.log.Events(afterSeq, pageSize)
+		return events, len(events) == pageSize, err
+	}
+	if ok, err := p.log.HasSession(sessionID); err != nil || !ok {
+		return nil, false, errors.Join(err, fmt.Errorf("session.history: no session with id %q", sessionID))
+	}
+	events, err := p.log.SessionEvents(sessionID, afterSeq, pageSize)
+	return events, len(events) == pageSize, err
+}
+
+func (p *pagedLog) Close() error { return nil }
+
+// Through a Source, page by page, replay and export print what they print
+// from the data file; --server needs a DialServer, and excludes --data-dir.
+func TestAuditServerSource(t *testing.T) {
+	dir := writeLog(t)
+	runs := [][]string{
+		{"export"},
+		{"export", "--session", "open", "--after", "8"},
+		{"replay", "--until", "9", "--format", "json"},
+		{"replay", "--until", "13"},
+		{"replay", "--session", "closed", "--until", "12"},
+		{"replay", "--session", "open", "--until", "10", "--format", "json"},
+	}
+	var want []string
+	for _, args := range runs {
+		want = append(want, mustAudit(t, append(args, "--data-dir", dir)...))
+	}
+
+	l, err := eventlog.Open(logPath(dir), eventlog.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	call := func(method string, params, result any) {
-		t.Helper()
-		if e, err := c.call(method, params, result); err != nil || e != nil {
-			t.Fatalf("%s: %v %v", method, e, err)
+	defer l.Close()
+	source := &pagedLog{log: l}
+	var dialed []string
+	server := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		c := &Command{Stdout: &out, Stderr: &errOut, DataDir: "data", DialServer: func(_ context.Context, url string) (Source, error) {
+			dialed = append(dialed, url)
+			return source, nil
+		}}
+		err := c.Run(context.Background(), append(args, "--server", "ws://127.0.0.1:1/ws/jsonrpc"))
+		return out.String(), err
+	}
+	for i, args := range runs {
+		got, err := server(args...)
+		if err != nil || got != want[i] {
+			t.Errorf("audit %s --server: %v\n%s\nwant, as from the data file:\n%s", strings.Join(args, " "), err, got, want[i])
 		}
 	}
-	create := func() string {
-		var created struct{ SessionID string }
-		call("session.create", map[string]any{"language": "python"}, &created)
-		return created.SessionID
+	if len(dialed) != len(runs) || dialed[0] != "ws://127.0.0.1:1/ws/jsonrpc" {
+		t.Errorf("dialed %q, want the --server URL once a run", dialed)
 	}
-	shell := func(sid string, args ...string) {
-		call("session.execute", map[string]any{"sessionId": sid, "command": map[string]any{"type": "execute_shell", "commandName": "sh", "args": append([]string{"-c"}, args...)}}, nil)
+	if source.calls < 14/pageSize {
+		t.Errorf("%d pages read, want the log read a page at a time", source.calls)
 	}
-	lastSeq := func() uint64 {
-		var after uint64
-		for {
-			var page struct {
-				NextAfterSeq uint64
-				More         bool
-			}
-			call("session.history", map[string]any{"afterSeq": after, "limit": 1000}, &page)
-			after = page.NextAfterSeq
-			if !page.More {
-				return after
-			}
-		}
+	if _, err := server("export", "--session", "nobody"); err == nil || !strings.Contains(err.Error(), `no session with id "nobody"`) {
+		t.Errorf("export --server of an unknown session = %v, want the server's error", err)
 	}
 
-	a, b := create(), create()
-	shell(a, "echo one")
-	shell(b, "echo two; exit 4")
-	shell(a, "sleep 0.2")
-	time.Sleep(300 * time.Millisecond) // some idleness to see in the minutes
-	var then listView
-	call("session.list", map[string]any{}, &then)
-	listedAt := time.Now()
-	point := lastSeq()
-
-	// More happens after the point.
-	shell(a, "echo three")
-	call("session.close", map[string]any{"sessionId": b}, nil)
-	d := create()
-	shell(d, "echo four")
-
-	check := func(how string, out string) {
-		t.Helper()
-		var replayed serviceState
-		if err := json.Unmarshal([]byte(out), &replayed); err != nil {
-			t.Fatalf("%s: %v\n%s", how, err, out)
-		}
-		if replayed.AtSeq != point || replayed.Count != then.Count || len(replayed.Sessions) != len(then.Sessions) {
-			t.Fatalf("%s: replay at %d has %d sessions, session.list showed %d at %d:\n%s", how, replayed.AtSeq, replayed.Count, then.Count, point, out)
-		}
-		slack := listedAt.Sub(replayed.At).Minutes()
-		for i, got := range replayed.Sessions {
-			want := then.Sessions[i]
-			// Minutes: the replay computes them at event `point`'s time,
-			// session.list a little later.
-			if got.IdleMinutes > want.IdleMinutes || want.IdleMinutes-got.IdleMinutes > slack ||
-				got.LifetimeMinutes > want.LifetimeMinutes || want.LifetimeMinutes-got.LifetimeMinutes > slack {
-				t.Errorf("%s: session %s idle/lifetime %f/%f minutes, session.list showed %f/%f %f minutes later",
-					how, got.SessionID, got.IdleMinutes, got.LifetimeMinutes, want.IdleMinutes, want.LifetimeMinutes, slack)
-			}
-			got.IdleMinutes, got.LifetimeMinutes, want.IdleMinutes, want.LifetimeMinutes = 0, 0, 0, 0
-			if !reflect.DeepEqual(got, want) {
-				t.Errorf("%s: replayed %+v\nsession.list showed %+v", how, got, want)
-			}
-		}
+	if _, _, err := runAudit(t, "replay", "--server", "127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "cannot read through a server") {
+		t.Errorf("replay --server without DialServer = %v", err)
 	}
-	through := mustAudit(t, "replay", "--server", url, "--until", fmt.Sprint(point), "--format", "json")
-	check("replay --server", through)
-
-	// The file is the server's while it runs.
-	_, _, err = audit(t, "verify", "--data-dir", dataDir)
-	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("in use by a running codebeaker server (pid %d)", srv.cmd.Process.Pid)) {
-		t.Errorf("verify while the server runs = %v, want it to name the server's pid %d", err, srv.cmd.Process.Pid)
-	}
-	_, _, err = audit(t, "replay", "--data-dir", dataDir)
-	if err == nil || !strings.Contains(err.Error(), "--server ws://") {
-		t.Errorf("replay of the file while the server runs = %v, want it to offer --server", err)
-	}
-	exported := mustAudit(t, "export", "--server", url)
-	timeline := mustAudit(t, "replay", "--server", url, "--session", b)
-	for _, want := range []string{"SessionCreating", "execute_shell: sh -c \"echo two; exit 4\" -> exit 4", "failed: exit code 4", "SessionClosed", "state: Closed (reason client), 1 commands run"} {
-		if !strings.Contains(timeline, want) {
-			t.Errorf("timeline of session b lacks %q:\n%s", want, timeline)
-		}
-	}
-	if _, _, err := audit(t, "replay", "--server", url, "--session", "nobody"); err == nil || !strings.Contains(err.Error(), "-32001") {
-		t.Errorf("replay --server of an unknown session = %v, want the server's -32001", err)
-	}
-
-	call("session.close", map[string]any{"sessionId": a}, nil)
-	call("session.close", map[string]any{"sessionId": d}, nil)
-	srv.stop()
-
-	// Offline, the same.
-	offline := mustAudit(t, "replay", "--data-dir", dataDir, "--until", fmt.Sprint(point), "--format", "json")
-	if offline != through {
-		t.Errorf("replay of the file differs from replay through the server:\n%s\n%s", offline, through)
-	}
-	if all := mustAudit(t, "export", "--data-dir", dataDir); !strings.HasPrefix(all, exported) || len(all) == len(exported) {
-		t.Error("export of the file does not begin with what export through the server gave")
-	}
-	if out := mustAudit(t, "verify", "--data-dir", dataDir); !strings.HasPrefix(out, "ok: ") {
-		t.Errorf("verify after the server stopped: %q", out)
-	}
-	if out := mustAudit(t, "replay", "--data-dir", dataDir); !strings.HasPrefix(out, "0 open sessions") {
-		t.Errorf("replay to the end: %q", out)
+	if _, err := server("export", "--data-dir", dir); err == nil || err.Error() != "give --data-dir or --server, not both" {
+		t.Errorf("export --data-dir --server = %v", err)
 	}
 }
