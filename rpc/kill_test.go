@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/codebeaker/codebeaker/eventlog"
+	"github.com/codebeaker/codebeaker/sandbox/sandboxtest"
 )
 
 // Bounds of the kill tests: how long after its timeout a killed command may
@@ -22,28 +23,6 @@ const (
 // stopStorm stops every other process of the sandbox user, the way the
 // review found the kill disarmed.
 const stopStorm = "echo storming; while :; do kill -STOP -1 2>/dev/null; done"
-
-// spawnStorm: 16 detached chains, each process of which starts its
-// successor and exits, without end; the top process prints and waits.
-const spawnStorm = `import os, time
-def fork():
-    while True:
-        try:
-            return os.fork()
-        except OSError:
-            time.sleep(0.001)
-print("spawning", flush=True)
-for _ in range(16):
-    if fork() == 0:
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        while True:  # a chain: the child goes on, the parent leaves
-            os.setsid()
-            if fork() > 0:
-                os._exit(0)
-time.sleep(3600)
-`
 
 // pending is a request sent and not yet answered.
 type pending struct {
@@ -189,7 +168,7 @@ func TestSpawnStormEndsAtTimeout(t *testing.T) {
 	c := ts.dial()
 	sid := c.create(map[string]any{"language": "python"})
 	r, took := c.start("session.execute", map[string]any{"sessionId": sid, "command": map[string]any{
-		"type": "execute_shell", "commandName": "python3", "args": []string{"-c", spawnStorm}, "timeoutMs": 2000}}).wait(2*time.Second + killBound)
+		"type": "execute_shell", "commandName": "python3", "args": []string{"-c", sandboxtest.PythonScripts[sandboxtest.SpawnStorm]}, "timeoutMs": 2000}}).wait(2*time.Second + killBound)
 	t.Logf("a spawn storm with timeoutMs 2000 answered after %v", took.Round(time.Millisecond))
 	if _, sh := shellOf(t, r); !sh.TimedOut || sh.Stdout != "spawning\n" {
 		t.Errorf("spawn storm: timedOut %v, exit %d, stdout %q; want a timeout after %q", sh.TimedOut, sh.ExitCode, sh.Stdout, "spawning\n")

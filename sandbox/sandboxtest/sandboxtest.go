@@ -597,3 +597,116 @@ func testClose(t *testing.T, h Harness) {
 		t.Errorf("Exec after Close succeeded: exit %d, stdout %q", res.ExitCode, res.Stdout)
 	}
 }
+
+// PythonScripts are the suite's scenarios in Python, for runtimes whose
+// sandboxes have python3 (the Docker runtime's python image).
+var PythonScripts = map[string]string{
+	Echo: `import sys
+sys.stdout.write(sys.argv[1])
+sys.stdout.flush()
+sys.stderr.write(sys.argv[2])
+sys.stderr.flush()
+sys.exit(int(sys.argv[3]))
+`,
+	Cat: `import shutil, sys
+src = open(sys.argv[1], "rb") if len(sys.argv) > 1 else sys.stdin.buffer
+shutil.copyfileobj(src, sys.stdout.buffer)
+`,
+	Env: `import os, sys
+value = os.environ.get(sys.argv[1])
+if value is None:
+    sys.exit(3)
+sys.stdout.write(value)
+`,
+	Write: `import sys
+with open(sys.argv[1], "w") as f:
+    f.write(sys.argv[2])
+`,
+	Spawn: `import os, sys, time
+path = sys.argv[1]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        while True:
+            with open(path, "a") as f:
+                f.write("tick\n")
+            time.sleep(0.1)
+    os._exit(0)
+os.wait()
+while not os.path.exists(path) or os.path.getsize(path) == 0:
+    time.sleep(0.01)
+print("started", flush=True)
+time.sleep(3600)
+`,
+	Procs: `import os
+me, uid = os.getpid(), os.getuid()
+for pid in sorted(p for p in os.listdir("/proc") if p.isdigit()):
+    if int(pid) == me:
+        continue
+    try:
+        if os.stat("/proc/" + pid).st_uid != uid:
+            continue
+        with open("/proc/" + pid + "/stat") as f:
+            stat = f.read()
+        if stat[stat.rindex(")") + 2] in "ZX":
+            continue
+        with open("/proc/" + pid + "/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        continue  # ended while we looked
+    print(pid, cmd)
+`,
+	Flood: `import os, sys
+total, chunk = int(sys.argv[1]), int(sys.argv[2])
+out, err = b"o" * chunk, b"e" * chunk
+def write(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+for _ in range(total // chunk):
+    write(1, out)
+    write(2, err)
+`,
+	Alloc: `import sys
+held = b"x" * (int(sys.argv[1]) << 20)
+print("allocated", len(held))
+`,
+	ForkBomb: `import os, time
+print("forking", flush=True)
+while True:
+    try:
+        os.fork()
+    except OSError:
+        time.sleep(0.01)
+`,
+	StopStorm: `import os, signal
+print("storming", flush=True)
+while True:
+    try:
+        os.kill(-1, signal.SIGSTOP)
+    except OSError:
+        pass
+`,
+	SpawnStorm: `import os, time
+def fork():
+    while True:
+        try:
+            return os.fork()
+        except OSError:
+            time.sleep(0.001)
+print("spawning", flush=True)
+for _ in range(16):
+    if fork() == 0:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        while True:  # a chain: the child goes on, the parent leaves
+            os.setsid()
+            if fork() > 0:
+                os._exit(0)
+time.sleep(3600)
+`,
+}
