@@ -101,31 +101,22 @@ func NewServer(svc *rpc.Service, opts Options) *Server {
 
 func withDefaults(o Options) Options {
 	d := DefaultOptions()
-	if o.MaxMessageBytes == 0 {
-		o.MaxMessageBytes = d.MaxMessageBytes
-	}
-	if o.MaxReplyBytes == 0 {
-		o.MaxReplyBytes = d.MaxReplyBytes
-	}
-	if o.MaxInFlightPerConn == 0 {
-		o.MaxInFlightPerConn = d.MaxInFlightPerConn
-	}
-	if o.MaxConnections == 0 {
-		o.MaxConnections = d.MaxConnections
-	}
-	if o.WriteTimeout == 0 {
-		o.WriteTimeout = d.WriteTimeout
-	}
-	if o.PongTimeout == 0 {
-		o.PongTimeout = d.PongTimeout
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = d.IdleTimeout
-	}
-	if o.MaxRequestBytesInFlight == 0 {
-		o.MaxRequestBytesInFlight = d.MaxRequestBytesInFlight
-	}
+	orDefault(&o.MaxMessageBytes, d.MaxMessageBytes)
+	orDefault(&o.MaxReplyBytes, d.MaxReplyBytes)
+	orDefault(&o.MaxInFlightPerConn, d.MaxInFlightPerConn)
+	orDefault(&o.MaxConnections, d.MaxConnections)
+	orDefault(&o.WriteTimeout, d.WriteTimeout)
+	orDefault(&o.PongTimeout, d.PongTimeout)
+	orDefault(&o.IdleTimeout, d.IdleTimeout)
+	orDefault(&o.MaxRequestBytesInFlight, d.MaxRequestBytesInFlight)
 	return o
+}
+
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }
 
 // budgetWait is how long a frame being read waits for room in the request
