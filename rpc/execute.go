@@ -83,22 +83,26 @@ func (s *Service) Enqueue(sessionID string, raw json.RawMessage) (wait func() (E
 
 func (s *Service) enqueue(sessionID string, j *job) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	live := s.live[sessionID]
+	var err error
 	switch {
 	case s.stopping:
-		return ErrShuttingDown
+		err = ErrShuttingDown
 	case live == nil:
-		return s.missing(sessionID)
 	case live.closing:
-		return fmt.Errorf("%w: session %s is closing", ErrSessionClosed, sessionID)
-	}
-	select {
-	case live.queue <- j:
-		return nil
+		err = fmt.Errorf("%w: session %s is closing", ErrSessionClosed, sessionID)
 	default:
-		return fmt.Errorf("%w: session %s already has %d commands waiting", ErrCapacity, sessionID, cap(live.queue))
+		select {
+		case live.queue <- j:
+		default:
+			err = fmt.Errorf("%w: session %s already has %d commands waiting", ErrCapacity, sessionID, cap(live.queue))
+		}
 	}
+	s.mu.Unlock()
+	if live == nil && err == nil {
+		return s.missing(sessionID) // reads the log: not under s.mu
+	}
+	return err
 }
 
 // worker runs a session's commands one at a time until the session closes.
