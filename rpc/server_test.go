@@ -67,3 +67,27 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 		t.Errorf("closed %s after the last reply, idle timeout 500ms", idle)
 	}
 }
+
+// A reader that waits for a free handler slot (MaxInFlightPerConn frames
+// running) longer than PongTimeout has read no pong meanwhile; the peer
+// is there all the same and keeps its connection.
+func TestAWaitForAHandlerSlotIsNoDeadPeer(t *testing.T) {
+	ts := newTestServer(t, func(_ *rpc.Config, o *ws.Options) {
+		o.PongTimeout = 600 * time.Millisecond
+		o.MaxInFlightPerConn = 1
+	})
+	ts.server.Register("test.sleep", jsonrpc.HandlerFunc(func(context.Context, *jsonrpc.Request) (any, error) {
+		time.Sleep(1500 * time.Millisecond)
+		return "slept", nil
+	}))
+	c := ts.dial() // reads all the time, so it answers pings
+	for i := range 3 {
+		c.send(`{"jsonrpc":"2.0","id":"s` + string(rune('0'+i)) + `","method":"test.sleep"}`)
+	}
+	for i := range 3 {
+		if reply := c.next(10 * time.Second); !strings.Contains(string(reply), "slept") {
+			t.Fatalf("reply %d: %s", i, reply)
+		}
+	}
+	c.ok("session.list", map[string]any{}, nil)
+}
