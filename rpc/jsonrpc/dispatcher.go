@@ -272,6 +272,7 @@ func first(raw json.RawMessage) byte {
 // admitted is a call whose admission has happened: finish runs the rest,
 // unless err (or a missing method) already decided the reply.
 type admitted struct {
+	ctx    context.Context // the call's, from WithRequest
 	req    *Request
 	finish func() (any, error)
 	err    error
@@ -280,10 +281,10 @@ type admitted struct {
 
 // admit routes a valid request and runs its admission.
 func (d *Dispatcher) admit(ctx context.Context, req *Request) (c *admitted) {
-	c = &admitted{req: req}
 	if d.WithRequest != nil {
 		ctx = d.WithRequest(ctx, req)
 	}
+	c = &admitted{ctx: ctx, req: req}
 	h := d.methods[req.Method]
 	switch a, ok := h.(Admitter); {
 	case h == nil:
@@ -302,6 +303,9 @@ func (d *Dispatcher) admit(ctx context.Context, req *Request) (c *admitted) {
 func (d *Dispatcher) finish(ctx context.Context, c *admitted) []byte {
 	if c.reply != nil {
 		return c.reply
+	}
+	if c.ctx != nil {
+		ctx = c.ctx
 	}
 	req := c.req
 	result, err := c.result(ctx, d)

@@ -70,6 +70,9 @@ func (c *connection) read(ctx context.Context) {
 	var handlers sync.WaitGroup
 	defer handlers.Wait()
 	for {
+		// From now: the wait for a free handler slot may have outlasted
+		// PongTimeout with no pong read, the peer being there all along.
+		c.conn.SetReadDeadline(time.Now().Add(opts.PongTimeout))
 		_, rd, err := c.conn.NextReader()
 		if err != nil {
 			if !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway) && !errors.Is(err, io.EOF) {

@@ -87,16 +87,29 @@ func NewServer(svc *rpc.Service, opts Options) *Server {
 		WithRequest: func(ctx context.Context, req *jsonrpc.Request) context.Context {
 			l := zerolog.Ctx(ctx).With().Str("method", req.Method)
 			if !req.IsNotification() {
-				l = l.RawJSON("request", req.ID)
+				l = loggedID(l, req.ID)
 			}
 			return l.Logger().WithContext(ctx)
 		},
 		OnInternalError: func(ctx context.Context, req *jsonrpc.Request, err error) {
-			zerolog.Ctx(ctx).Error().Err(err).Str("method", req.Method).Msg("internal error")
+			zerolog.Ctx(ctx).Error().Err(err).Msg("internal error") // the context names the method
 		},
 	}
 	svc.Register(s.rpc)
 	return s
+}
+
+// maxLoggedID is how much of a request id a log line carries: an id is
+// the client's and may be as long as a frame.
+const maxLoggedID = 64
+
+// loggedID adds the request id to l, its first maxLoggedID bytes (as a
+// string) when it is longer.
+func loggedID(l zerolog.Context, id []byte) zerolog.Context {
+	if len(id) <= maxLoggedID {
+		return l.RawJSON("request", id)
+	}
+	return l.Str("request", string(id[:maxLoggedID])+"...").Int("requestIdBytes", len(id))
 }
 
 func withDefaults(o Options) Options {
