@@ -239,14 +239,7 @@ func load(addr string, round, workers int, focus string, a *acks, stop <-chan st
 // concurrent sessions and commands, restarts it, and checks that nothing a
 // client was told is lost and that sessions and containers agree.
 func TestKillNine(t *testing.T) {
-	api, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer api.Close()
-	if _, err := api.Ping(context.Background()); err != nil {
-		t.Fatalf("a Docker engine is needed (run scripts/ensure-docker.sh): %v", err)
-	}
+	api := needDocker(t)
 	dataDir := filepath.Join(t.TempDir(), "data")
 	a := &acks{created: map[string]bool{}, closed: map[string]bool{}, closing: map[string]bool{}, commands: map[string]string{}}
 	const rounds = 10
@@ -538,4 +531,19 @@ func TestCorruptDataFile(t *testing.T) {
 	if string(after) != string(garbage) {
 		t.Error("the damaged file was changed")
 	}
+}
+
+// needDocker returns a client of the engine, failing the test when none
+// answers; the client is closed at the test's end.
+func needDocker(t *testing.T) *client.Client {
+	t.Helper()
+	api, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { api.Close() })
+	if _, err := api.Ping(context.Background()); err != nil {
+		t.Fatalf("a Docker engine is needed (run scripts/ensure-docker.sh): %v", err)
+	}
+	return api
 }

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/client"
 	"github.com/gorilla/websocket"
 
 	"github.com/codebeaker/codebeaker/eventlog"
@@ -47,18 +46,6 @@ func procKB(t *testing.T, pid int, field string) int64 {
 	}
 	t.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
-}
-
-func needDocker(t *testing.T) {
-	t.Helper()
-	api, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer api.Close()
-	if _, err := api.Ping(context.Background()); err != nil {
-		t.Fatalf("a Docker engine is needed (run scripts/ensure-docker.sh): %v", err)
-	}
 }
 
 // frameReply is a reply to one frame of the bomb.

@@ -522,25 +522,13 @@ const stormBound = 20 * time.Second
 
 func testStopStorm(t *testing.T, h Harness) {
 	e := newEnv(t, h, nil)
-	p := e.proc(StopStorm)
-	p.Timeout = 3 * time.Second
-	start := time.Now()
-	res, err := e.execCtx(context.Background(), p, p.Timeout+stormBound)
-	t.Logf("a stop storm with a %v timeout returned after %v", p.Timeout, time.Since(start).Round(time.Millisecond))
-	if err != nil {
-		t.Fatalf("Exec: %v", err)
-	}
-	if !res.TimedOut || string(res.Stdout) != "storming\n" {
-		t.Errorf("timedOut %v, exit %d, stdout %q, stderr %q; want a timeout after %q", res.TimedOut, res.ExitCode, res.Stdout, res.Stderr, "storming\n")
-	}
-	e.assertAlone("a stop storm's timeout")
-	e.assertWorks("a stop storm's timeout")
+	p := e.stormTimesOut("stop storm", StopStorm, "storming\n", 3*time.Second)
 
 	// A cancel (the session closing) ends it as well.
 	ctx, cancel := context.WithCancel(context.Background())
 	p.Timeout = 10 * time.Minute
 	time.AfterFunc(2*time.Second, cancel)
-	start = time.Now()
+	start := time.Now()
 	if _, err := e.execCtx(ctx, p, 2*time.Second+stormBound); !errors.Is(err, context.Canceled) {
 		t.Errorf("Exec of a stop storm, cancelled: error %v; want one wrapping context.Canceled", err)
 	}
@@ -550,20 +538,28 @@ func testStopStorm(t *testing.T, h Harness) {
 }
 
 func testSpawnStorm(t *testing.T, h Harness) {
-	e := newEnv(t, h, nil)
-	p := e.proc(SpawnStorm)
-	p.Timeout = 2 * time.Second
+	newEnv(t, h, nil).stormTimesOut("spawn storm", SpawnStorm, "spawning\n", 2*time.Second)
+}
+
+// stormTimesOut runs a storm scenario that prints banner, with timeout,
+// and checks that it ends at its timeout with nothing of it left and the
+// sandbox still working. It returns the process, for more runs.
+func (e *env) stormTimesOut(name, scenario, banner string, timeout time.Duration) sandbox.Process {
+	e.t.Helper()
+	p := e.proc(scenario)
+	p.Timeout = timeout
 	start := time.Now()
 	res, err := e.execCtx(context.Background(), p, p.Timeout+stormBound)
-	t.Logf("a spawn storm with a %v timeout returned after %v", p.Timeout, time.Since(start).Round(time.Millisecond))
+	e.t.Logf("a %s with a %v timeout returned after %v", name, p.Timeout, time.Since(start).Round(time.Millisecond))
 	if err != nil {
-		t.Fatalf("Exec: %v", err)
+		e.t.Fatalf("Exec: %v", err)
 	}
-	if !res.TimedOut || string(res.Stdout) != "spawning\n" {
-		t.Errorf("timedOut %v, exit %d, stdout %q, stderr %q; want a timeout after %q", res.TimedOut, res.ExitCode, res.Stdout, res.Stderr, "spawning\n")
+	if !res.TimedOut || string(res.Stdout) != banner {
+		e.t.Errorf("timedOut %v, exit %d, stdout %q, stderr %q; want a timeout after %q", res.TimedOut, res.ExitCode, res.Stdout, res.Stderr, banner)
 	}
-	e.assertAlone("a spawn storm's timeout")
-	e.assertWorks("a spawn storm's timeout")
+	e.assertAlone("a " + name + "'s timeout")
+	e.assertWorks("a " + name + "'s timeout")
+	return p
 }
 
 func testProgramNotFound(t *testing.T, h Harness) {
