@@ -17,6 +17,7 @@ import (
 	"github.com/codebeaker/codebeaker/rpc"
 	"github.com/codebeaker/codebeaker/sandbox"
 	"github.com/codebeaker/codebeaker/sandbox/docker"
+	"github.com/codebeaker/codebeaker/sandbox/sandboxtest"
 )
 
 // envGeneratePayload1 names the folder TestGeneratePayload1 writes
@@ -38,7 +39,7 @@ func TestGeneratePayload1(t *testing.T) {
 	}
 	ctx := context.Background()
 	dataDir := t.TempDir()
-	rt, err := docker.New(docker.Instance(dataDir))
+	rt, err := docker.New(docker.Options{Instance: docker.Instance(dataDir), Agent: sandboxtest.AgentBinary(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

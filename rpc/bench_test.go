@@ -112,7 +112,7 @@ func BenchmarkStartup(b *testing.B) {
 		b.Fatalf("log has %d events", seq)
 	}
 	log.Close()
-	rt, err := docker.NewHost("unix://"+filepath.Join(dataDir, "no-engine.sock"), "bench")
+	rt, err := docker.New(docker.Options{Host: "unix://" + filepath.Join(dataDir, "no-engine.sock"), Instance: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}

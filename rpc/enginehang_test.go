@@ -15,6 +15,7 @@ import (
 	"github.com/codebeaker/codebeaker/rpc/ws"
 	"github.com/codebeaker/codebeaker/sandbox"
 	"github.com/codebeaker/codebeaker/sandbox/docker"
+	"github.com/codebeaker/codebeaker/sandbox/sandboxtest"
 )
 
 // hangingEngine passes a service's engine traffic to the real engine, and
@@ -22,7 +23,7 @@ import (
 // stopped dockerd does, while other tests on the engine go on.
 type hangingEngine struct {
 	t    *testing.T
-	host string // unix://... for docker.NewHost
+	host string // unix://... for docker.Options.Host
 
 	mu     sync.Mutex
 	cond   *sync.Cond
@@ -122,7 +123,7 @@ func (p *hangingEngine) thaw() {
 // throughProxy makes the service reach the engine through p.
 func throughProxy(t *testing.T, p *hangingEngine) serverOption {
 	return func(cfg *rpc.Config, _ *ws.Options) {
-		rt, err := docker.NewHost(p.host, docker.Instance(cfg.DataDir))
+		rt, err := docker.New(docker.Options{Host: p.host, Instance: docker.Instance(cfg.DataDir), Agent: sandboxtest.AgentBinary(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

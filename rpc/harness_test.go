@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/codebeaker/codebeaker/rpc/ws"
 	"github.com/codebeaker/codebeaker/sandbox"
 	"github.com/codebeaker/codebeaker/sandbox/docker"
+	"github.com/codebeaker/codebeaker/sandbox/sandboxtest"
 )
 
 // testServer is a real service on a real bbolt file and the real runtimes,
@@ -77,7 +79,7 @@ func testConfig(t testing.TB, dataDir string, runtimes map[string]sandbox.Runtim
 func newTestServer(t testing.TB, opts ...serverOption) *testServer {
 	t.Helper()
 	dataDir := t.TempDir()
-	rt, err := docker.New(docker.Instance(dataDir))
+	rt, err := docker.New(docker.Options{Instance: docker.Instance(dataDir), Agent: sandboxtest.AgentBinary(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,4 +366,10 @@ func keys(t testing.TB, raw json.RawMessage) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	sandboxtest.RemoveAgentBinary()
+	os.Exit(code)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/codebeaker/codebeaker/rpc/ws"
 	"github.com/codebeaker/codebeaker/sandbox"
 	"github.com/codebeaker/codebeaker/sandbox/docker"
+	"github.com/codebeaker/codebeaker/sandbox/sandboxtest"
 )
 
 // run is one run of the service on a data dir, as a restarted server would
@@ -87,7 +88,7 @@ func dockerAPI(t testing.TB) *client.Client {
 
 func TestRestartKeepsSessions(t *testing.T) {
 	dataDir := t.TempDir()
-	rt, err := docker.New(docker.Instance(dataDir))
+	rt, err := docker.New(docker.Options{Instance: docker.Instance(dataDir), Agent: sandboxtest.AgentBinary(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +263,7 @@ func TestEngineDownAtStart(t *testing.T) {
 	proxy := newEngineProxy(t)
 	proxy.up(t)
 	dataDir := t.TempDir()
-	rt, err := docker.NewHost(proxy.host(), docker.Instance(dataDir))
+	rt, err := docker.New(docker.Options{Host: proxy.host(), Instance: docker.Instance(dataDir), Agent: sandboxtest.AgentBinary(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/codebeaker/codebeaker/eventlog"
 	"github.com/codebeaker/codebeaker/eventlog/eventlogtest"
 	"github.com/codebeaker/codebeaker/sandbox/docker"
+	"github.com/codebeaker/codebeaker/sandbox/sandboxtest"
 )
 
 // binary is codebeaker built once for the process tests.
@@ -37,6 +38,11 @@ func TestMain(m *testing.M) {
 	binary = filepath.Join(dir, "codebeaker")
 	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build codebeaker: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	// Beside the server, where it looks for its agent.
+	if err := sandboxtest.BuildAgent(filepath.Join(dir, docker.AgentName)); err != nil {
+		fmt.Fprintf(os.Stderr, "build the agent: %v\n", err)
 		os.Exit(1)
 	}
 	code := m.Run()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -37,6 +38,7 @@ type serveCommand struct {
 	shutdownTimeout time.Duration
 	reconcileEvery  time.Duration
 	allowedImages   string
+	agent           string
 	limits          rpc.Limits
 }
 
@@ -59,6 +61,7 @@ func (c *serveCommand) flags() *flag.FlagSet {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running commands may finish after a shutdown signal")
 	fs.DurationVar(&c.reconcileEvery, "reconcile-interval", rpc.DefaultReconcileInterval, "how often sandboxes are matched against the open sessions")
 	fs.StringVar(&c.allowedImages, "allowed-images", "", "comma-separated `patterns` (path.Match, on an image's name with or without its tag) of images dockerImage may name besides the CodeBeaker runtime images")
+	fs.StringVar(&c.agent, "agent", "", "`path` of the codebeaker-agent binary that runs in every container (default: beside this executable, else in PATH); it is copied into the data dir, where the engine finds it")
 	fs.IntVar(&l.MaxSessions, "max-sessions", l.MaxSessions, "open sessions allowed at once")
 	fs.IntVar(&l.MaxQueuedCommands, "max-queued-commands", l.MaxQueuedCommands, "commands that may wait in one session")
 	fs.DurationVar(&l.DefaultTimeout, "default-timeout", l.DefaultTimeout, "timeout of execute_shell and execute_code without timeoutMs")
@@ -107,7 +110,11 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 		return fmt.Errorf("refusing to start: %w", err)
 	}
 
-	dockerRuntime, err := docker.New(docker.Instance(c.dataDir))
+	agentPath, err := c.installAgent()
+	if err != nil {
+		return err
+	}
+	dockerRuntime, err := docker.New(docker.Options{Instance: docker.Instance(c.dataDir), Agent: agentPath})
 	if err != nil {
 		return err
 	}
@@ -212,4 +219,29 @@ func splitList(s string) []string {
 		}
 	}
 	return items
+}
+
+// installAgent copies the agent binary into the data dir, whose path the
+// engine resolves on its host as it does the workspaces', and returns the
+// copy's absolute path.
+func (c *serveCommand) installAgent() (string, error) {
+	src := c.agent
+	if src == "" {
+		var err error
+		if src, err = docker.FindAgent(); err != nil {
+			return "", err
+		}
+	}
+	dataDir, err := filepath.Abs(c.dataDir)
+	if err != nil {
+		return "", err
+	}
+	if err := sandbox.PrivateDirs(dataDir); err != nil {
+		return "", err
+	}
+	path, err := docker.InstallAgent(src, filepath.Join(dataDir, "agent"))
+	if err != nil {
+		return "", fmt.Errorf("--agent: %w", err)
+	}
+	return path, nil
 }

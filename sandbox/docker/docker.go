@@ -1,8 +1,6 @@
 package docker
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,7 +17,6 @@ import (
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
-	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/codebeaker/codebeaker/sandbox"
 )
@@ -55,20 +52,36 @@ const (
 type Runtime struct {
 	api      *client.Client
 	instance string // LabelInstance of the containers it makes and owns
+	agent    string // host path of the agent binary mounted into each container
 
 	mu      sync.Mutex
 	allowed []string // AllowImages patterns
 }
 
-// New connects to the engine named by the environment (DOCKER_HOST, or the
-// local socket). instance labels the containers this runtime makes; Owned
-// sees only those.
-func New(instance string) (*Runtime, error) {
-	api, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+// Options configure a Runtime.
+type Options struct {
+	// Instance labels the containers the runtime makes; Owned sees only
+	// those (see Instance).
+	Instance string
+	// Agent is the host path of the codebeaker-agent binary that each
+	// container runs as its init. The engine resolves it on its host.
+	Agent string
+	// Host is the engine's address (unix:///var/run/docker.sock); empty
+	// means the one the environment names (DOCKER_HOST, or the local socket).
+	Host string
+}
+
+// New connects to the engine.
+func New(opts Options) (*Runtime, error) {
+	clientOpts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
+	if opts.Host != "" {
+		clientOpts = append(clientOpts, client.WithHost(opts.Host))
+	}
+	api, err := client.NewClientWithOpts(clientOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("docker: make client: %w", err)
 	}
-	return &Runtime{api: api, instance: instance}, nil
+	return &Runtime{api: api, instance: opts.Instance, agent: opts.Agent}, nil
 }
 
 // Close releases the client.
@@ -179,24 +192,29 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 	if err := r.checkImage(spec.Image, info); err != nil {
 		return nil, err
 	}
+	run, err := makeRunDir(spec.Workspace)
+	if err != nil {
+		return nil, fmt.Errorf("%w: make the sandbox's agent folder: %v", sandbox.ErrUnavailable, err)
+	}
 	mem := int64(spec.MemoryLimitMB) << 20
 	pids := int64(spec.PidsLimit)
-	initProcess := true
+	noInit := false
 	cfg := &container.Config{
 		// By id: the name may be retagged between the check and here.
 		Image: info.ID,
-		// The placeholder as the entrypoint: an image's own ENTRYPOINT and
-		// CMD never run, nor its HEALTHCHECK.
-		Entrypoint:  []string{"sleep", "infinity"},
+		// The agent as the entrypoint: an image's own ENTRYPOINT and CMD
+		// never run, nor its HEALTHCHECK.
+		Entrypoint:  agentCommand(info),
 		Healthcheck: &container.HealthConfig{Test: []string{"NONE"}},
-		User:        "0:0", // the placeholder only; see the package comment
+		User:        "0:0", // the agent only; see the package comment
 		WorkingDir:  sandbox.WorkspaceDir,
 		Labels:      map[string]string{LabelSession: spec.SessionID, LabelManaged: "true", LabelInstance: r.instance},
 	}
 	host := &container.HostConfig{
 		NetworkMode: "none",
-		Init:        &initProcess,
+		Init:        &noInit, // the agent is the init
 		CapDrop:     []string{"ALL"},
+		CapAdd:      agentCaps,
 		SecurityOpt: []string{"no-new-privileges"},
 		Resources: container.Resources{
 			Memory:     mem,
@@ -204,17 +222,26 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 			CPUShares:  int64(spec.CPUShares),
 			PidsLimit:  &pids,
 		},
-		Mounts:    []mount.Mount{{Type: mount.TypeBind, Source: spec.Workspace, Target: sandbox.WorkspaceDir}},
+		Mounts: []mount.Mount{
+			{Type: mount.TypeBind, Source: spec.Workspace, Target: sandbox.WorkspaceDir},
+			{Type: mount.TypeBind, Source: r.agent, Target: agentPath, ReadOnly: true},
+			{Type: mount.TypeBind, Source: run, Target: agentRunDir},
+		},
 		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "1m"}},
 	}
 	created, err := r.api.ContainerCreate(ctx, cfg, host, nil, nil, "codebeaker-"+strings.ToLower(spec.SessionID))
 	if err != nil {
+		removeRunDir(run)
 		return nil, unavailable("create container", err)
 	}
-	c := &Container{api: r.api, id: created.ID}
+	c := &Container{api: r.api, id: created.ID, run: run}
 	if err := r.api.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		c.Close(context.WithoutCancel(ctx))
 		return nil, unavailable("start container", err)
+	}
+	if err := c.waitAgent(ctx); err != nil {
+		c.Close(context.WithoutCancel(ctx))
+		return nil, err
 	}
 	return c, nil
 }
@@ -223,16 +250,17 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 type Container struct {
 	api *client.Client
 	id  string
+	run string // host folder of its agent's socket
 
 	mu          sync.Mutex
-	oomKills    int64 // the cgroup's OOM kill count seen last
-	killPending bool  // a kill failed: the next Exec kills first
+	killPending bool // a kill failed: the next Exec kills first
 }
 
 // ID returns the container id.
 func (c *Container) ID() string { return c.id }
 
-// Close removes the container; a container already gone is not an error.
+// Close removes the container and its agent's folder; a container
+// already gone is not an error.
 func (c *Container) Close(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), apiTimeout)
 	defer cancel()
@@ -240,123 +268,25 @@ func (c *Container) Close(ctx context.Context) error {
 	if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
 		return fmt.Errorf("docker: remove container %s: %w", shortID(c.id), err)
 	}
+	if c.run != "" {
+		removeRunDir(c.run)
+	}
 	return nil
 }
 
-// Exec runs one process in the container as the sandbox user.
+// Exec runs one process in the container as the sandbox user, through the
+// container's agent.
 func (c *Container) Exec(ctx context.Context, p sandbox.Process) (sandbox.Result, error) {
 	return sandbox.Run(ctx, p, func(stdout, stderr io.Writer) (sandbox.Started, error) {
 		if c.mustKill() {
 			// An earlier kill failed: nothing runs beside what it may have left.
-			if err := c.kill(ctx); err != nil {
+			if err := c.killEverything(ctx); err != nil {
 				return nil, err
 			}
 		}
 		return c.start(ctx, p, stdout, stderr)
 	})
 }
-
-// start starts p in the container, its stdin fed and its output copied
-// from the engine's stream.
-func (c *Container) start(ctx context.Context, p sandbox.Process, stdout, stderr io.Writer) (*execution, error) {
-	callCtx, cancel := context.WithTimeout(ctx, apiTimeout)
-	defer cancel()
-	created, err := c.api.ContainerExecCreate(callCtx, c.id, container.ExecOptions{
-		User:         SandboxUser,
-		AttachStdin:  len(p.Stdin) > 0,
-		AttachStdout: true,
-		AttachStderr: true,
-		Env:          p.Env,
-		WorkingDir:   p.Dir,
-		Cmd:          p.Args,
-	})
-	if err != nil {
-		return nil, c.engineError("start command", err)
-	}
-	resp, err := c.api.ContainerExecAttach(callCtx, created.ID, container.ExecAttachOptions{})
-	if err != nil {
-		return nil, c.engineError("attach to command", err)
-	}
-	x := &execution{ctx: ctx, c: c, id: created.ID, program: p.Args[0],
-		stream: &hijacked{Conn: resp.Conn, Reader: resp.Reader, resp: &resp}, copied: make(chan error, 1), abandoned: make(chan struct{})}
-	if len(p.Stdin) > 0 {
-		go func() {
-			x.stream.Conn.Write(p.Stdin)
-			x.stream.CloseWrite()
-		}()
-	}
-	go func() {
-		_, err := stdcopy.StdCopy(stdout, stderr, x.stream.Reader)
-		x.copied <- err
-	}()
-	return x, nil
-}
-
-// execution is a command started in the container, as sandbox.Run drives
-// it: it has ended when its output stream has.
-type execution struct {
-	ctx       context.Context
-	c         *Container
-	id        string // the engine's exec id
-	program   string
-	stream    *hijacked
-	copied    chan error    // the output copy's end
-	abandoned chan struct{} // closed a second after Cut
-}
-
-func (x *execution) Wait() error {
-	select {
-	case err := <-x.copied:
-		return err
-	case <-x.abandoned:
-		return nil
-	}
-}
-
-func (x *execution) Kill() error { return x.c.kill(x.ctx) }
-
-// Cut closes the stream, which ends the copy; Wait returns a second later
-// all the same.
-func (x *execution) Cut() {
-	x.stream.Close()
-	time.AfterFunc(time.Second, func() { close(x.abandoned) })
-}
-
-// End reads the exit code from the engine, unless the kill set it.
-func (x *execution) End(res *sandbox.Result, killed bool, _ error) error {
-	defer x.stream.Close()
-	if killed {
-		res.ExitCode = 137 // SIGKILLed with everything in the container
-		return nil
-	}
-	ctx := context.WithoutCancel(x.ctx)
-	exit, err := x.c.exitCode(ctx, x.id)
-	if err != nil {
-		return err
-	}
-	res.ExitCode = exit
-	if (exit == 126 || exit == 127) && bytes.HasPrefix(res.Stdout, []byte("OCI runtime exec failed")) {
-		return fmt.Errorf("%w %q: %s", sandbox.ErrCannotStart, x.program, startFailure(string(res.Stdout)))
-	}
-	if exit == 137 {
-		res.OOMKilled = x.c.sawOOMKill(ctx)
-	}
-	return nil
-}
-
-// hijacked keeps the attach stream; Close may be called more than once.
-type hijacked struct {
-	Conn   io.Writer
-	Reader *bufio.Reader
-	resp   interface {
-		Close()
-		CloseWrite() error
-	}
-	once sync.Once
-}
-
-func (h *hijacked) Close()            { h.once.Do(h.resp.Close) }
-func (h *hijacked) CloseWrite() error { return h.resp.CloseWrite() }
 
 func (c *Container) engineError(what string, err error) error {
 	if errdefs.IsNotFound(err) {
@@ -368,17 +298,15 @@ func (c *Container) engineError(what string, err error) error {
 	return unavailable(what, err)
 }
 
-// kill ends every process that commands started in the container. The
-// engine restarts the container with SIGKILL: its init dies, and with it,
-// by the kernel, every process of its pid namespace at once, stopped or
-// not, however many it forks meanwhile (a dying namespace takes no new
-// process). No process of the sandbox user takes part, so none can stop
-// the kill. It then checks that the container holds its placeholder alone,
+// killEverything ends every process of the container: the fallback when
+// its agent cannot kill (it does not answer). The engine restarts the
+// container with SIGKILL: its init, the agent, dies, and with it, by the
+// kernel, every process of its pid namespace at once, stopped or not,
+// however many it forks meanwhile (a dying namespace takes no new
+// process). It then checks that the container holds its new agent alone,
 // and restarts it again if not. Each engine call has a deadline of its
 // own, not ctx's, which has usually ended: the kill is what follows.
-//
-// It is the one place that knows how a command is killed.
-func (c *Container) kill(ctx context.Context) error {
+func (c *Container) killEverything(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 	var errs []error
 	for range killTries {
@@ -402,7 +330,7 @@ func (c *Container) kill(ctx context.Context) error {
 	return fmt.Errorf("%w: could not kill the command's processes in container %s: %v", sandbox.ErrUnavailable, shortID(c.id), errors.Join(errs...))
 }
 
-// restart kills everything in the container, the placeholder too, and
+// restart kills everything in the container, the agent too, and
 // starts it again: its id and files stay.
 func (c *Container) restart(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, killTimeout)
@@ -414,15 +342,12 @@ func (c *Container) restart(ctx context.Context) error {
 		}
 		return fmt.Errorf("restart the container: %w", err)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.oomKills = 0 // the restarted container's memory cgroup counts from zero
-	return nil
+	return c.waitAgent(ctx)
 }
 
-// placeholderProcs is what a container holds with no command running:
-// docker's init and the placeholder (see Create).
-const placeholderProcs = 2
+// placeholderProcs is what a container holds with no command running: the
+// agent.
+const placeholderProcs = 1
 
 // leftovers lists the container's processes beyond its placeholder, as the
 // engine sees them (it reads them on the host, not through an exec).
@@ -453,97 +378,6 @@ func (c *Container) setMustKill(v bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.killPending = v
-}
-
-// exitCode waits for the exec to be reported finished and returns its code.
-func (c *Container) exitCode(ctx context.Context, execID string) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
-	defer cancel()
-	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
-		info, err := c.api.ContainerExecInspect(ctx, execID)
-		if err != nil {
-			return 0, c.engineError("read the command's exit code", err)
-		}
-		if !info.Running {
-			return info.ExitCode, nil
-		}
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return 0, fmt.Errorf("command still running after its output ended: %w", ctx.Err())
-		}
-	}
-}
-
-// sawOOMKill reports whether the container's memory cgroup killed a process
-// since the last look. Read only after a SIGKILL nobody here sent, so the
-// common path costs nothing.
-func (c *Container) sawOOMKill(ctx context.Context) bool {
-	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
-	defer cancel()
-	// cgroup v2 first, then v1.
-	out, _, err := c.run(ctx, "/bin/sh", "-c", "/bin/cat /sys/fs/cgroup/memory.events 2>/dev/null || /bin/cat /sys/fs/cgroup/memory/memory.oom_control")
-	if err != nil {
-		return false
-	}
-	var kills int64
-	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" {
-			kills, _ = strconv.ParseInt(f[1], 10, 64)
-		}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	seen := kills > c.oomKills
-	c.oomKills = kills
-	return seen
-}
-
-// run executes a short helper command and returns its combined output,
-// within ctx. It runs as the container's root, which has no capabilities:
-// a program of the sandbox user can neither signal it nor stop the engine's
-// start of it (see the package comment). Its programs are named by absolute
-// path and its PATH is the system's alone: the image's PATH starts with
-// folders the sandbox user can write to.
-func (c *Container) run(ctx context.Context, args ...string) (string, int, error) {
-	created, err := c.api.ContainerExecCreate(ctx, c.id, container.ExecOptions{User: "0:0", AttachStdout: true, AttachStderr: true, Cmd: args,
-		Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}})
-	if err != nil {
-		return "", 0, c.engineError("run "+args[0], err)
-	}
-	resp, err := c.api.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
-	if err != nil {
-		return "", 0, c.engineError("run "+args[0], err)
-	}
-	defer resp.Close()
-	var out strings.Builder
-	copied := make(chan error, 1)
-	go func() {
-		_, err := stdcopy.StdCopy(&out, &out, io.LimitReader(resp.Reader, 1<<20))
-		copied <- err
-	}()
-	select {
-	case err = <-copied:
-	case <-ctx.Done():
-		resp.Close() // ends the copy
-		<-copied
-		return "", 0, fmt.Errorf("docker: %s did not finish: %w", args[0], ctx.Err())
-	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		return out.String(), 0, err
-	}
-	exit, err := c.exitCode(ctx, created.ID)
-	return out.String(), exit, err
-}
-
-// startFailure turns the engine's exec error into its reason.
-func startFailure(msg string) string {
-	for _, reason := range []string{"executable file not found in $PATH", "permission denied", "no such file or directory", "not a directory"} {
-		if strings.Contains(msg, reason) {
-			return reason
-		}
-	}
-	return strings.TrimSpace(strings.TrimPrefix(msg, "OCI runtime exec failed: exec failed: "))
 }
 
 func shortID(id string) string {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -24,7 +25,7 @@ import (
 // answer: CI has one, and these tests must not pass by skipping.
 func newRuntime(t *testing.T) *Runtime {
 	t.Helper()
-	r, err := New("")
+	r, err := New(Options{Agent: sandboxtest.AgentBinary(t)})
 	if err != nil {
 		t.Fatalf("docker client: %v", err)
 	}
@@ -174,8 +175,11 @@ func TestContainerConfig(t *testing.T) {
 	if hc.PidsLimit == nil || *hc.PidsLimit != 100 {
 		t.Errorf("pids limit %v; want 100", hc.PidsLimit)
 	}
-	if !slices.Contains(hc.CapDrop, "ALL") || len(hc.CapAdd) != 0 {
-		t.Errorf("cap drop %v, cap add %v; want ALL dropped, none added", hc.CapDrop, hc.CapAdd)
+	if !slices.Contains(hc.CapDrop, "ALL") || !sameCaps(hc.CapAdd, agentCaps) {
+		t.Errorf("cap drop %v, cap add %v; want ALL dropped, only the agent's %v added", hc.CapDrop, hc.CapAdd, agentCaps)
+	}
+	if hc.Init != nil && *hc.Init {
+		t.Error("docker's init runs; the agent is the init")
 	}
 	if !slices.Contains(hc.SecurityOpt, "no-new-privileges") {
 		t.Errorf("security options %v; want no-new-privileges", hc.SecurityOpt)
@@ -375,4 +379,24 @@ func TestBackgroundStopStorm(t *testing.T) {
 	if got := run(t, c, "echo", "alive"); got != "alive\n" {
 		t.Errorf("after the storm was killed: %q", got)
 	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	sandboxtest.RemoveAgentBinary()
+	os.Exit(code)
+}
+
+// sameCaps compares capability lists as the engine may spell them
+// (with or without CAP_).
+func sameCaps(got, want []string) bool {
+	norm := func(l []string) []string {
+		out := make([]string, len(l))
+		for i, c := range l {
+			out[i] = strings.TrimPrefix(strings.ToUpper(c), "CAP_")
+		}
+		slices.Sort(out)
+		return out
+	}
+	return slices.Equal(norm(got), norm(want))
 }

@@ -166,7 +166,7 @@ func TestImageEntrypointNeverRuns(t *testing.T) {
 	if info.State.Health != nil {
 		t.Errorf("container health %+v; want no health check", info.State.Health)
 	}
-	if got := append([]string{info.Path}, info.Args...); strings.Join(got, " ") != "sleep infinity" {
-		t.Errorf("container runs %q; want the placeholder sleep infinity", got)
+	if got := append([]string{info.Path}, info.Args...); got[0] != agentPath {
+		t.Errorf("container runs %q; want the agent %s", got, agentPath)
 	}
 }

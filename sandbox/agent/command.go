@@ -1,0 +1,342 @@
+package agent
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// stdinBuffered bounds the stdin the agent holds for a command that does
+// not read it yet.
+const stdinBuffered = 512 // chunks of at most MaxData: 16 MiB
+
+// outputGrace is how long output may keep flowing once a killed command's
+// shim is gone: a process outside the command (an earlier command's, to
+// which it passed its stdout) may hold the pipe open.
+const outputGrace = time.Second
+
+// shimSpec is what the agent tells a shim on its control pipe, one JSON
+// line, before anything else.
+type shimSpec struct {
+	Args     []string `json:"args"`
+	Env      []string `json:"env"`
+	Dir      string   `json:"dir"`
+	UID, GID int
+}
+
+// shimStatus is one line a shim writes on its status pipe: first the
+// command's pid or why it could not start, then how it ended.
+type shimStatus struct {
+	PID    int    `json:"pid,omitempty"`
+	Error  string `json:"error,omitempty"`
+	Exited bool   `json:"exited,omitempty"`
+	Code   int    `json:"code,omitempty"`
+	Signal int    `json:"signal,omitempty"`
+}
+
+// run runs one command for a connection: a shim is started for it (see
+// the package comment), its output is sent as it comes, stdin frames are
+// fed to it, and Kill, or the connection's end, kills it.
+func (a *agent) run(conn *net.UnixConn, fr *Reader, start *StartMsg) {
+	w := &frameWriter{conn: conn}
+	fail := func(code string, err error) { w.json(Error, ErrorMsg{Code: code, Message: err.Error()}) }
+
+	dir := start.Dir
+	if dir == "" {
+		dir = a.cfg.Workdir
+	}
+	spec := shimSpec{Args: start.Args, Env: setEnv(a.env, start.Env...), Dir: dir, UID: a.cfg.UID, GID: a.cfg.GID}
+	p, err := startShim(a.cfg.shimPath, spec)
+	if err != nil {
+		fail(CodeInternal, err)
+		return
+	}
+	defer p.release()
+	st, err := p.status()
+	switch {
+	case err != nil:
+		fail(CodeInternal, err)
+		return
+	case st.Error != "":
+		fail(CodeStart, errors.New(st.Error))
+		return
+	}
+	oomBefore := oomKills()
+	if w.json(Started, StartedMsg{PID: st.PID}) != nil {
+		p.kill()
+		return
+	}
+
+	// Requests: stdin, its end, Kill. The connection's end kills too: the
+	// server that asked is gone, and nobody would hear the result.
+	var killOnce sync.Once
+	killed := make(chan struct{})
+	kill := func() { killOnce.Do(func() { close(killed); p.kill() }) }
+	stdin := make(chan []byte, stdinBuffered)
+	go func() {
+		var stdinClosed bool
+		closeStdin := func() {
+			if !stdinClosed {
+				stdinClosed = true
+				close(stdin)
+			}
+		}
+		defer closeStdin()
+		for {
+			f, err := fr.Next()
+			if err != nil {
+				kill()
+				return
+			}
+			msg, err := Decode(f)
+			if err != nil {
+				fail(CodeProtocol, err)
+				kill()
+				return
+			}
+			switch f.Type {
+			case Stdin:
+				if stdinClosed {
+					fail(CodeProtocol, errors.New("stdin after its end"))
+					kill()
+					return
+				}
+				select {
+				case stdin <- append([]byte(nil), msg.([]byte)...):
+				default:
+					fail(CodeProtocol, errors.New("stdin sent faster than the command reads it, beyond what the agent holds"))
+					kill()
+					return
+				}
+			case CloseStdin:
+				closeStdin()
+			case Kill:
+				kill()
+				return
+			default:
+				fail(CodeProtocol, fmt.Errorf("frame %q during a command", f.Type))
+				kill()
+				return
+			}
+		}
+	}()
+	go func() {
+		defer p.stdin.Close()
+		for b := range stdin {
+			if _, err := p.stdin.Write(b); err != nil {
+				for range stdin {
+				}
+				return
+			}
+		}
+	}()
+
+	var outputs sync.WaitGroup
+	for _, o := range []struct {
+		t FrameType
+		r *os.File
+	}{{Stdout, p.stdout}, {Stderr, p.stderr}} {
+		outputs.Go(func() {
+			buf := make([]byte, MaxData)
+			for {
+				n, err := o.r.Read(buf)
+				if n > 0 && w.frame(o.t, buf[:n]) != nil {
+					kill() // the server is gone
+				}
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+
+	end, err := p.status()
+	if err != nil {
+		fail(CodeInternal, err)
+		kill()
+		return
+	}
+	outputDone := make(chan struct{})
+	go func() { outputs.Wait(); close(outputDone) }()
+	select {
+	case <-outputDone:
+	case <-killed:
+		// The shim is gone once it has killed, and with it every process of
+		// the command; what still holds the output is not the command's.
+		p.waitShim()
+		select {
+		case <-outputDone:
+		case <-time.After(outputGrace):
+			p.stdout.Close()
+			p.stderr.Close()
+			<-outputDone
+		}
+	}
+	var wasKilled bool
+	select {
+	case <-killed:
+		wasKilled = true
+	default:
+	}
+	exit := ExitedMsg{ExitCode: end.Code, Signal: end.Signal, Killed: wasKilled}
+	if end.Signal != 0 {
+		exit.ExitCode = 128 + end.Signal
+	}
+	if end.Signal == int(syscall.SIGKILL) && !wasKilled {
+		exit.OOMKilled = oomKills() > oomBefore
+	}
+	// Released before the server hears the end: its hanging up then kills
+	// nothing that the command left running on purpose.
+	p.release()
+	w.json(Exited, exit)
+}
+
+// oomKills is how many processes the sandbox's memory cgroup has killed
+// (cgroup v2, then v1); -1 when it cannot be read.
+func oomKills() int64 {
+	for _, path := range []string{"/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" {
+				n, _ := strconv.ParseInt(f[1], 10, 64)
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// shimProc is a started shim and the agent's ends of its pipes.
+type shimProc struct {
+	pid            int
+	control        *os.File // write: 'K' kills, closing releases
+	statusR        *bufio.Reader
+	statusF        *os.File
+	stdin          *os.File
+	stdout, stderr *os.File
+
+	controlMu     sync.Mutex
+	controlClosed bool
+}
+
+func startShim(path string, spec shimSpec) (*shimProc, error) {
+	var closeAfter []*os.File
+	defer func() {
+		for _, f := range closeAfter {
+			f.Close()
+		}
+	}()
+	pipe := func() (r, w *os.File, err error) {
+		r, w, err = os.Pipe()
+		return
+	}
+	ctlR, ctlW, err := pipe()
+	if err != nil {
+		return nil, err
+	}
+	closeAfter = append(closeAfter, ctlR)
+	stR, stW, err := pipe()
+	if err != nil {
+		ctlW.Close()
+		return nil, err
+	}
+	closeAfter = append(closeAfter, stW)
+	inR, inW, err := pipe()
+	if err != nil {
+		ctlW.Close()
+		stR.Close()
+		return nil, err
+	}
+	closeAfter = append(closeAfter, inR)
+	outR, outW, err := pipe()
+	if err != nil {
+		ctlW.Close()
+		stR.Close()
+		inW.Close()
+		return nil, err
+	}
+	closeAfter = append(closeAfter, outW)
+	errR, errW, err := pipe()
+	if err != nil {
+		ctlW.Close()
+		stR.Close()
+		inW.Close()
+		outR.Close()
+		return nil, err
+	}
+	closeAfter = append(closeAfter, errW)
+	proc, err := os.StartProcess(path, []string{"codebeaker-agent", ShimArg}, &os.ProcAttr{
+		Env:   []string{},
+		Files: []*os.File{ctlR, stW, os.Stderr, inR, outW, errW},
+	})
+	if err != nil {
+		for _, f := range []*os.File{ctlW, stR, inW, outR, errR} {
+			f.Close()
+		}
+		return nil, fmt.Errorf("start the command's shim: %w", err)
+	}
+	proc.Release() // the agent reaps it with every other child
+	p := &shimProc{pid: proc.Pid, control: ctlW, statusR: bufio.NewReader(stR), statusF: stR, stdin: inW, stdout: outR, stderr: errR}
+	b, _ := json.Marshal(spec)
+	if _, err := ctlW.Write(append(b, '\n')); err != nil {
+		p.release()
+		return nil, fmt.Errorf("tell the shim the command: %w", err)
+	}
+	return p, nil
+}
+
+// status reads the shim's next status line.
+func (p *shimProc) status() (shimStatus, error) {
+	var st shimStatus
+	line, err := p.statusR.ReadBytes('\n')
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return st, errors.New("the command's shim ended without saying how the command did")
+		}
+		return st, err
+	}
+	if err := json.Unmarshal(line, &st); err != nil {
+		return st, fmt.Errorf("the shim's status: %w", err)
+	}
+	return st, nil
+}
+
+// waitShim returns once the shim has exited (its status pipe ends).
+func (p *shimProc) waitShim() {
+	io.Copy(io.Discard, p.statusR)
+}
+
+func (p *shimProc) kill() {
+	p.controlMu.Lock()
+	defer p.controlMu.Unlock()
+	if !p.controlClosed {
+		p.control.Write([]byte{'K'})
+	}
+}
+
+// release lets the shim go: processes the command left running (detached,
+// with its output closed) are the session's from now on, the agent's
+// children. It also frees the agent's ends of the pipes.
+func (p *shimProc) release() {
+	p.controlMu.Lock()
+	if !p.controlClosed {
+		p.controlClosed = true
+		p.control.Close()
+	}
+	p.controlMu.Unlock()
+	p.statusF.Close()
+	p.stdout.Close()
+	p.stderr.Close()
+}
