@@ -79,10 +79,10 @@ func shellOf(t *testing.T, r response) (envelope, shellResult) {
 	return env, sh
 }
 
-// assertPlaceholderOnly fails unless the session's container holds its
-// init and placeholder alone, as the engine sees it (not through a command
-// that a leftover could stop).
-func assertPlaceholderOnly(t *testing.T, sessionID, after string) {
+// assertAgentOnly fails unless the session's container holds its agent
+// alone, as the engine sees it (not through a command that a leftover
+// could stop).
+func assertAgentOnly(t *testing.T, sessionID, after string) {
 	t.Helper()
 	ids := containersOf(t, sessionID)
 	if len(ids) != 1 {
@@ -98,8 +98,8 @@ func assertPlaceholderOnly(t *testing.T, sessionID, after string) {
 	for _, p := range top.Processes {
 		procs = append(procs, strings.Join(p, " "))
 	}
-	if len(procs) != 2 {
-		t.Errorf("after %s, the container holds %d processes; want docker-init and the placeholder alone:\n%s", after, len(procs), strings.Join(procs, "\n"))
+	if len(procs) != 1 || !strings.Contains(procs[0], "/.codebeaker/agent") {
+		t.Errorf("after %s, the container holds %d processes; want its agent alone:\n%s", after, len(procs), strings.Join(procs, "\n"))
 	}
 }
 
@@ -138,7 +138,7 @@ func TestStopStormEndsAtTimeout(t *testing.T) {
 	if _, sh := shellOf(t, r); !sh.TimedOut || sh.Stdout != "storming\n" {
 		t.Errorf("stop storm: timedOut %v, exit %d, stdout %q; want a timeout after %q", sh.TimedOut, sh.ExitCode, sh.Stdout, "storming\n")
 	}
-	assertPlaceholderOnly(t, sid, "the stop storm's timeout")
+	assertAgentOnly(t, sid, "the stop storm's timeout")
 	if sh := c.shell(sid, "echo", "alive"); sh.Stdout != "alive\n" {
 		t.Fatalf("after the stop storm: %q %q", sh.Stdout, sh.Stderr)
 	}
@@ -173,7 +173,7 @@ func TestSpawnStormEndsAtTimeout(t *testing.T) {
 	if _, sh := shellOf(t, r); !sh.TimedOut || sh.Stdout != "spawning\n" {
 		t.Errorf("spawn storm: timedOut %v, exit %d, stdout %q; want a timeout after %q", sh.TimedOut, sh.ExitCode, sh.Stdout, "spawning\n")
 	}
-	assertPlaceholderOnly(t, sid, "the spawn storm's timeout")
+	assertAgentOnly(t, sid, "the spawn storm's timeout")
 	if sh := c.shell(sid, "echo", "alive"); sh.Stdout != "alive\n" {
 		t.Fatalf("after the spawn storm: %q %q", sh.Stdout, sh.Stderr)
 	}

@@ -67,6 +67,11 @@ func RunShim() int {
 		report(shimStatus{Error: err.Error()})
 		return 2
 	}
+	// The command gets its stdio as 0, 1 and 2 and nothing else of the
+	// shim's: the agent passed these without close-on-exec.
+	for _, fd := range []int{shimStdin, shimStdout, shimStderr} {
+		syscall.CloseOnExec(fd)
+	}
 	pid, err := syscall.ForkExec(path, spec.Args, &syscall.ProcAttr{
 		Dir:   spec.Dir,
 		Env:   spec.Env,

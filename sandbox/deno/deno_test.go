@@ -911,6 +911,7 @@ func TestDenoSuite(t *testing.T) {
 			Scripts:  suiteScripts(sandboxtest.Echo, sandboxtest.Cat, sandboxtest.Env, sandboxtest.Write, sandboxtest.Flood, sandboxtest.Alloc),
 			Unsupported: map[string]string{
 				sandboxtest.Spawn:      "a deno session cannot start processes (--allow-run is never granted); see the AllowAll run",
+				sandboxtest.Detach:     noSessionProcesses,
 				sandboxtest.Procs:      "Deno reads /proc only with --allow-all, which no session gets; see the AllowAll run",
 				sandboxtest.ForkBomb:   "a deno session cannot start processes (--allow-run is never granted); see the AllowAll run",
 				sandboxtest.StopStorm:  "a deno session cannot signal processes (--allow-run is never granted); see the AllowAll run",
@@ -926,12 +927,17 @@ func TestDenoSuite(t *testing.T) {
 		r := newRuntime(t, Options{})
 		r.allowAllForTests = true
 		sandboxtest.Run(t, sandboxtest.Harness{
-			Language: lang,
-			Scripts:  suiteScripts(sandboxtest.Scenarios...),
-			New:      harness(r, sandbox.Permissions{}),
+			Language:    lang,
+			Scripts:     suiteScripts(slices.DeleteFunc(slices.Clone(sandboxtest.Scenarios), func(s string) bool { return s == sandboxtest.Detach })...),
+			Unsupported: map[string]string{sandboxtest.Detach: noSessionProcesses},
+			New:         harness(r, sandbox.Permissions{}),
 		})
 	})
 }
+
+// noSessionProcesses is why a Deno session keeps no process between
+// commands: each command runs in a jail of its own, which ends with it.
+const noSessionProcesses = "each deno command runs in a jail of its own, whose processes all end with it: a session has no processes between commands"
 
 func suiteScripts(names ...string) map[string]string {
 	out := map[string]string{}

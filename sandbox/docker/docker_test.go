@@ -224,6 +224,11 @@ func TestIsolation(t *testing.T) {
 			t.Errorf("/proc/self/status %s: %q; want %q", k, status[k], want)
 		}
 	}
+	// Nothing of the agent's or its shim's files: stdio alone (3 is the
+	// listing's own).
+	if got := run(t, c, "python3", "-c", "import os; print(sorted(int(f) for f in os.listdir('/proc/self/fd')))"); got != "[0, 1, 2, 3]\n" {
+		t.Errorf("a command's open files: %s; want stdin, stdout and stderr alone", got)
+	}
 	if got := strings.Fields(run(t, c, "ls", "/sys/class/net")); !slices.Equal(got, []string{"lo"}) {
 		t.Errorf("network interfaces %v; want only lo", got)
 	}

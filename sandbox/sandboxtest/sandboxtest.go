@@ -34,6 +34,10 @@ const (
 	// forever. Once the file has a line, Spawn prints "started\n" and
 	// sleeps forever.
 	Spawn = "spawn"
+	// Detach starts a detached grandchild as Spawn does, writing to the
+	// file argv[1], and once the file has a line prints "detached\n" and
+	// exits: the grandchild is the session's now, not a command's.
+	Detach = "detach"
 	// Procs prints one line for each live process of the sandbox (of the
 	// sandbox user; zombies aside) other than itself, and nothing when it is
 	// alone.
@@ -63,7 +67,7 @@ const (
 
 // Scenarios lists every scenario; a Harness has a program for each or says
 // why it cannot.
-var Scenarios = []string{Echo, Cat, Env, Write, Spawn, Procs, Flood, Alloc, ForkBomb, StopStorm, SpawnStorm}
+var Scenarios = []string{Echo, Cat, Env, Write, Spawn, Detach, Procs, Flood, Alloc, ForkBomb, StopStorm, SpawnStorm}
 
 // Harness is what the suite needs from a runtime's tests.
 type Harness struct {
@@ -118,6 +122,7 @@ func Run(t *testing.T, h Harness) {
 		{"FilesSharedWithHost", []string{Write, Cat}, testFilesSharedWithHost},
 		{"TimeoutKillsProcessTree", []string{Spawn, Procs, Echo}, testTimeoutKillsTree},
 		{"CancelKillsProcessTree", []string{Spawn, Procs, Echo}, testCancelKillsTree},
+		{"KillSparesOtherProcesses", []string{Detach, Spawn, Echo}, testKillSparesOthers},
 		{"OutputCap", []string{Flood}, testOutputCap},
 		{"MemoryLimit", []string{Alloc, Echo}, testMemoryLimit},
 		{"PidsLimit", []string{ForkBomb, Procs, Echo}, testPidsLimit},
@@ -406,6 +411,30 @@ func testTimeoutKillsTree(t *testing.T, h Harness) {
 	e.assertWorks("a timeout")
 }
 
+// testKillSparesOthers kills a command whose tree is detached, while a
+// process an earlier command left running (detached too) lives on: a kill
+// reaches its own command's processes, all of them, and no other.
+func testKillSparesOthers(t *testing.T, h Harness) {
+	e := newEnv(t, h, nil)
+	const kept = "kept.txt"
+	res := e.exec(e.proc(Detach, kept))
+	if res.ExitCode != 0 || string(res.Stdout) != "detached\n" || res.TimedOut {
+		t.Fatalf("detach: exit %d, stdout %q, stderr %q, timedOut %v", res.ExitCode, res.Stdout, res.Stderr, res.TimedOut)
+	}
+	p := e.proc(Spawn, ticksFile)
+	p.Timeout = 3 * time.Second
+	if res := e.exec(p); !res.TimedOut {
+		t.Fatalf("spawn: TimedOut is false (exit %d, stdout %q, stderr %q)", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	e.assertTicksStopped("the timeout")
+	before := e.hostSize(kept)
+	time.Sleep(700 * time.Millisecond)
+	if now := e.hostSize(kept); now <= before {
+		t.Errorf("%s stopped growing (%d bytes, then %d) when another command was killed: the kill reached beyond its command", kept, before, now)
+	}
+	e.assertWorks("a kill beside a detached process")
+}
+
 func testCancelKillsTree(t *testing.T, h Harness) {
 	e := newEnv(t, h, nil)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -636,6 +665,24 @@ while not os.path.exists(path) or os.path.getsize(path) == 0:
     time.sleep(0.01)
 print("started", flush=True)
 time.sleep(3600)
+`,
+	Detach: `import os, sys, time
+path = sys.argv[1]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        while True:
+            with open(path, "a") as f:
+                f.write("tick\n")
+            time.sleep(0.1)
+    os._exit(0)
+os.wait()
+while not os.path.exists(path) or os.path.getsize(path) == 0:
+    time.sleep(0.01)
+print("detached", flush=True)
 `,
 	Procs: `import os
 me, uid = os.getpid(), os.getuid()
