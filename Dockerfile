@@ -20,7 +20,8 @@ ENV CGO_ENABLED=0
 COPY go.mod go.sum ./
 RUN case "$GOFLAGS" in *-mod=vendor*) echo "vendored modules: skipping go mod download" ;; *) go mod download ;; esac
 COPY . .
-RUN go build -trimpath -buildvcs=false -ldflags="-s -w" -o /out/codebeaker ./cmd/codebeaker
+RUN go build -trimpath -buildvcs=false -ldflags="-s -w" -o /out/codebeaker ./cmd/codebeaker \
+ && go build -trimpath -buildvcs=false -ldflags="-s -w" -o /out/codebeaker-agent ./cmd/codebeaker-agent
 
 FROM ${RUNTIME_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive
@@ -28,7 +29,9 @@ RUN apt-get update -q \
  && apt-get install -y -q --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /var/cache/apt/*.bin \
  && mkdir -p /var/lib/codebeaker
-COPY --from=build /out/codebeaker /usr/local/bin/codebeaker
+# The agent beside the server, where it looks for it; the server copies it into the data dir, whose
+# host path the engine knows, and bind-mounts it into every sandbox as its init.
+COPY --from=build /out/codebeaker /out/codebeaker-agent /usr/local/bin/
 EXPOSE 5000
 ENTRYPOINT ["codebeaker"]
 CMD ["serve", "--addr", "0.0.0.0:5000", "--data-dir", "/var/lib/codebeaker"]

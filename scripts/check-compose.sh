@@ -63,3 +63,31 @@ until body=$(curl -fsS -m 5 "http://127.0.0.1:$PORT/health" 2>/dev/null); do
 done
 log "GET /health -> 200"
 printf '%s\n' "$body"
+
+# A session through the Compose server: its sandbox runs the agent the server copied into the data dir,
+# which the host's engine finds at the same path.
+python3 -c 'import websockets' 2>/dev/null || apt_install python3-websockets
+log "running a command in a python session through the Compose server ..."
+python3 - "$PORT" <<'PY'
+import asyncio, json, sys
+import websockets
+
+async def main(port):
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws/jsonrpc", max_size=None) as ws:
+        async def call(i, method, params):
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}))
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 120))
+            if "error" in reply:
+                sys.exit(f"{method}: {reply['error']}")
+            return reply["result"]
+        sid = (await call(1, "session.create", {"language": "python"}))["sessionId"]
+        res = await call(2, "session.execute", {"sessionId": sid, "command": {"type": "execute_shell", "commandName": "sh", "args": ["-c", "echo compose-ok; id -u"]}})
+        await call(3, "session.close", {"sessionId": sid})
+        out = (res.get("result") or {}).get("stdout", "")
+        if not res.get("success") or "compose-ok" not in out:
+            sys.exit(f"execute_shell through Compose: {res}")
+        print(out.strip())
+
+asyncio.run(main(int(sys.argv[1])))
+PY
+log "a command ran through the Compose deployment"

@@ -14,5 +14,7 @@ ensure_docker
 "$CODEBEAKER_ROOT/scripts/install-deno.sh"
 log "building codebeaker ..."
 go build -trimpath -o "$CODEBEAKER_ROOT/codebeaker" ./cmd/codebeaker
+# Static: it runs inside every sandbox, whatever the image's libc.
+CGO_ENABLED=0 go build -trimpath -o "$CODEBEAKER_ROOT/codebeaker-agent" ./cmd/codebeaker-agent
 log "serving (Ctrl-C drains running commands; a second Ctrl-C exits at once) ..."
 exec "$CODEBEAKER_ROOT/codebeaker" serve "$@"

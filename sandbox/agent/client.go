@@ -103,20 +103,15 @@ func (c *Conn) expect(t FrameType) (any, error) {
 // Close hangs up; a command still running is killed by the agent.
 func (c *Conn) Close() error { return c.conn.Close() }
 
-// Start starts a command and feeds it stdin (then its end) in the
-// background; it returns once the agent says the command runs, or why it
-// could not start (a *RemoteError of code CodeStart).
-func (c *Conn) Start(ctx context.Context, m StartMsg, stdin []byte) (StartedMsg, error) {
-	stop := context.AfterFunc(ctx, func() { c.conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
+// Start asks for a command and feeds it stdin (then its end) in the
+// background. It does not wait for the command to start, which can take
+// as long as the command's user lets it (see RunShim): Wait says whether
+// it started (a *RemoteError of code CodeStart when it could not), and
+// Kill works from now on.
+func (c *Conn) Start(m StartMsg, stdin []byte) error {
 	if err := c.w.json(Start, m); err != nil {
-		return StartedMsg{}, err
+		return err
 	}
-	msg, err := c.expect(Started)
-	if err != nil {
-		return StartedMsg{}, err
-	}
-	c.conn.SetReadDeadline(time.Time{})
 	go func() {
 		for len(stdin) > 0 {
 			n := min(len(stdin), MaxData)
@@ -127,7 +122,7 @@ func (c *Conn) Start(ctx context.Context, m StartMsg, stdin []byte) (StartedMsg,
 		}
 		c.w.frame(CloseStdin, nil)
 	}()
-	return *msg.(*StartedMsg), nil
+	return nil
 }
 
 // Kill asks the agent to kill the command and everything it started.
@@ -149,6 +144,7 @@ func (c *Conn) Wait(stdout, stderr io.Writer) (ExitedMsg, error) {
 			return ExitedMsg{}, err
 		}
 		switch f.Type {
+		case Started:
 		case Stdout:
 			stdout.Write(msg.([]byte))
 		case Stderr:

@@ -61,23 +61,11 @@ func (a *agent) run(conn *net.UnixConn, fr *Reader, start *StartMsg) {
 		return
 	}
 	defer p.release()
-	st, err := p.status()
-	switch {
-	case err != nil:
-		fail(CodeInternal, err)
-		return
-	case st.Error != "":
-		fail(CodeStart, errors.New(st.Error))
-		return
-	}
 	oomBefore := oomKills()
-	if w.json(Started, StartedMsg{PID: st.PID}) != nil {
-		p.kill()
-		return
-	}
 
-	// Requests: stdin, its end, Kill. The connection's end kills too: the
-	// server that asked is gone, and nobody would hear the result.
+	// Requests: stdin, its end, Kill, heard from the start on (a start
+	// can hang; see RunShim). The connection's end kills too: the server
+	// that asked is gone, and nobody would hear the result.
 	var killOnce sync.Once
 	killed := make(chan struct{})
 	kill := func() { killOnce.Do(func() { close(killed); p.kill() }) }
@@ -139,6 +127,21 @@ func (a *agent) run(conn *net.UnixConn, fr *Reader, start *StartMsg) {
 			}
 		}
 	}()
+
+	st, err := p.status()
+	switch {
+	case err != nil:
+		fail(CodeInternal, err)
+		kill()
+		return
+	case st.Error != "":
+		fail(CodeStart, errors.New(st.Error))
+		return
+	}
+	if w.json(Started, StartedMsg{PID: st.PID}) != nil {
+		kill()
+		return
+	}
 
 	var outputs sync.WaitGroup
 	for _, o := range []struct {

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,6 +72,29 @@ func RunShim() int {
 	for _, fd := range []int{shimStdin, shimStdout, shimStderr} {
 		syscall.CloseOnExec(fd)
 	}
+
+	// Kill is heard from now on, also while the command is being started:
+	// between its switch to the sandbox user and its exec, a process of
+	// that user left running by an earlier command can stop it, and the
+	// start would wait for ever. The kill ends the stopped child, and the
+	// start returns.
+	self := os.Getpid()
+	var killed atomic.Bool
+	killRequested := make(chan struct{})
+	released := make(chan struct{})
+	go func() {
+		b, err := control.ReadByte()
+		if err != nil || b != 'K' {
+			// Released (or the agent is gone): what is left of the command
+			// goes on as the session's, under the agent.
+			close(released)
+			return
+		}
+		killed.Store(true)
+		killTree(self)
+		close(killRequested)
+	}()
+
 	pid, err := syscall.ForkExec(path, spec.Args, &syscall.ProcAttr{
 		Dir:   spec.Dir,
 		Env:   spec.Env,
@@ -90,12 +113,14 @@ func RunShim() int {
 		syscall.Close(fd)
 	}
 	report(shimStatus{PID: pid})
+	if killed.Load() {
+		killTree(self) // the kill may have come before the fork
+	}
 
 	// Reap everything that comes to the shim; the command's end is
 	// reported, the rest only reaped. The tree is empty for good once
 	// wait4 finds no child: only a descendant can bring a new one.
 	empty := make(chan struct{})
-	var reported sync.Once
 	go func() {
 		defer close(empty)
 		for {
@@ -114,19 +139,15 @@ func RunShim() int {
 				} else {
 					st.Code = ws.ExitStatus()
 				}
-				reported.Do(func() { report(st) })
+				report(st)
 			}
 		}
 	}()
 
-	b, err := control.ReadByte()
-	if err != nil {
-		// Released (or the agent is gone): what is left of the command goes
-		// on as the session's, under the agent.
-		return 0
-	}
-	if b == 'K' {
-		killTree(os.Getpid())
+	select {
+	case <-released:
+	case <-killRequested:
+		killTree(self)
 		select {
 		case <-empty:
 		case <-time.After(5 * time.Second):

@@ -146,17 +146,11 @@ func (c *Container) start(ctx context.Context, p sandbox.Process, stdout, stderr
 	if err != nil {
 		return nil, c.agentGone(ctx, "start command", err)
 	}
-	startCtx, cancel := context.WithTimeout(ctx, agentTimeout)
-	defer cancel()
-	if _, err := conn.Start(startCtx, agent.StartMsg{Args: p.Args, Env: p.Env, Dir: p.Dir}, p.Stdin); err != nil {
+	if err := conn.Start(agent.StartMsg{Args: p.Args, Env: p.Env, Dir: p.Dir}, p.Stdin); err != nil {
 		conn.Close()
-		var re *agent.RemoteError
-		if errors.As(err, &re) && re.Code == agent.CodeStart {
-			return nil, fmt.Errorf("%w %q: %s", sandbox.ErrCannotStart, p.Args[0], re.Message)
-		}
 		return nil, c.agentGone(ctx, "start command", err)
 	}
-	x := &execution{ctx: ctx, c: c, conn: conn, ended: make(chan struct{}), abandoned: make(chan struct{})}
+	x := &execution{ctx: ctx, c: c, conn: conn, program: p.Args[0], ended: make(chan struct{}), abandoned: make(chan struct{})}
 	go func() {
 		x.exit, x.err = conn.Wait(stdout, stderr)
 		close(x.ended)
@@ -169,6 +163,7 @@ type execution struct {
 	ctx       context.Context
 	c         *Container
 	conn      *agent.Conn
+	program   string
 	ended     chan struct{} // closed when exit and err are set
 	exit      agent.ExitedMsg
 	err       error
@@ -215,6 +210,10 @@ func (x *execution) End(res *sandbox.Result, killed bool, waitErr error) error {
 	if killed {
 		res.ExitCode = 128 + int(syscall.SIGKILL)
 		return nil
+	}
+	var re *agent.RemoteError
+	if errors.As(waitErr, &re) && re.Code == agent.CodeStart {
+		return fmt.Errorf("%w %q: %s", sandbox.ErrCannotStart, x.program, re.Message)
 	}
 	if waitErr != nil {
 		// The command ran, so it is not retried: the session takes the

@@ -354,37 +354,41 @@ func TestTimeoutCost(t *testing.T) {
 }
 
 // TestBackgroundStopStorm: a stop storm that an earlier command left
-// running stops the next command's exec before it runs (the engine's
-// runc init becomes the sandbox user first), and the engine's start of
-// it with it. The next command times out, and its kill ends both.
+// running is the session's, and a command's kill spares the session's
+// other processes. It stops every later command of the sandbox user as it
+// starts: each ends at its timeout all the same (the agent and its shims
+// are root, out of the storm's reach, and no engine call waits on the
+// container), and closing the session ends the storm with the container.
 func TestBackgroundStopStorm(t *testing.T) {
 	r := newRuntime(t)
 	c, _, _ := newContainer(t, r, nil)
 	run(t, c, "sh", "-c", `setsid sh -c 'while :; do kill -STOP -1; done' </dev/null >/dev/null 2>&1 &`)
 	time.Sleep(500 * time.Millisecond)
-	type outcome struct {
-		res sandbox.Result
-		err error
-	}
-	done := make(chan outcome, 1)
-	start := time.Now()
-	go func() {
+	for i := range 2 {
+		start := time.Now()
 		res, err := c.Exec(context.Background(), sandbox.Process{Args: []string{"echo", "hi"}, Timeout: 3 * time.Second})
-		done <- outcome{res, err}
-	}()
-	select {
-	case o := <-done:
-		t.Logf("the next command answered after %v: timedOut %v, stdout %q, err %v", time.Since(start).Round(time.Millisecond), o.res.TimedOut, o.res.Stdout, o.err)
-		if o.err != nil {
-			t.Fatalf("the next command: %v", o.err)
+		took := time.Since(start)
+		t.Logf("command %d after a background stop storm answered after %v: timedOut %v, stdout %q, err %v", i, took.Round(time.Millisecond), res.TimedOut, res.Stdout, err)
+		if err != nil {
+			t.Fatalf("command %d: %v", i, err)
 		}
-	case <-time.After(3*time.Second + 20*time.Second):
-		t.Fatal("the command after a background stop storm has not answered after 23 s")
+		if took > 3*time.Second+stormSlack {
+			t.Errorf("command %d took %v for a 3 s timeout", i, took)
+		}
 	}
-	if got := run(t, c, "echo", "alive"); got != "alive\n" {
-		t.Errorf("after the storm was killed: %q", got)
+	start := time.Now()
+	if err := c.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	t.Logf("Close took %v", time.Since(start).Round(time.Millisecond))
+	if _, err := r.api.ContainerInspect(context.Background(), c.ID()); err == nil {
+		t.Error("the container is still there after Close")
 	}
 }
+
+// stormSlack is how long past its timeout a command may answer while a
+// storm runs: a busy machine's scheduling, not a kill that waits.
+const stormSlack = 15 * time.Second
 
 func TestMain(m *testing.M) {
 	code := m.Run()

@@ -170,3 +170,45 @@ func TestImageEntrypointNeverRuns(t *testing.T) {
 		t.Errorf("container runs %q; want the agent %s", got, agentPath)
 	}
 }
+
+// TestCustomImageRunsThroughAgent: an allowed image that is no runtime
+// image, with no sandbox user, no HOME and its own entrypoint, gets the
+// agent all the same: output, exit codes, stdin, env, the working folder,
+// HOME from the engine's rule ("/" for a user with no account), and a
+// timeout that kills a tree.
+func TestCustomImageRunsThroughAgent(t *testing.T) {
+	r := newRuntime(t)
+	img := buildImage(t, r, "codebeaker-test-custom", "FROM codebeaker-base:bookworm\n"+
+		"RUN mkdir -p /srv/app\n"+
+		`ENTRYPOINT ["/bin/false"]`+"\n")
+	if err := r.AllowImages([]string{"codebeaker-test-custom-*"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := createImage(t, r, img)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	ctx := context.Background()
+	res, err := c.Exec(ctx, sandbox.Process{
+		Args: []string{"sh", "-c", `read line; echo "$line|$GREETING|$HOME|$(id -u)|$(pwd)"; echo err >&2; exit 7`},
+		Env:  []string{"GREETING=hi"}, Dir: "/srv/app", Stdin: []byte("from stdin\n"), Timeout: time.Minute, OutputLimit: 1 << 10,
+	})
+	if err != nil {
+		t.Fatalf("Exec: %v", err)
+	}
+	want := "from stdin|hi|/|" + strconv.Itoa(sandbox.UID) + "|/srv/app\n"
+	if string(res.Stdout) != want || string(res.Stderr) != "err\n" || res.ExitCode != 7 {
+		t.Errorf("stdout %q, stderr %q, exit %d; want %q, %q, 7", res.Stdout, res.Stderr, res.ExitCode, want, "err\n")
+	}
+	start := time.Now()
+	res, err = c.Exec(ctx, sandbox.Process{Args: []string{"sh", "-c", "sleep 100 & setsid sleep 100 & sleep 100"},
+		Dir: sandbox.WorkspaceDir, Timeout: time.Second, OutputLimit: 1 << 10})
+	if err != nil || !res.TimedOut {
+		t.Fatalf("a 1 s timeout: timedOut %v, err %v", res.TimedOut, err)
+	}
+	t.Logf("a 1 s timeout returned after %v", time.Since(start).Round(time.Millisecond))
+	top, err := r.api.ContainerTop(ctx, c.ID(), nil)
+	if err != nil || len(top.Processes) != placeholderProcs {
+		t.Errorf("after the timeout the container runs %v (err %v); want its agent alone", top.Processes, err)
+	}
+}
