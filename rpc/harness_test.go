@@ -117,6 +117,13 @@ func newTestServer(t testing.TB, opts ...serverOption) *testServer {
 				t.Errorf("session %s left containers behind after it closed: %v", id, c)
 			}
 		}
+		if cfg.PoolSize > 0 {
+			api := dockerAPI(t)
+			if left := instanceContainers(t, api, dataDir); len(left) > 0 {
+				t.Errorf("warm containers left after the service closed: %v", left)
+				removeInstance(t, api, dataDir)
+			}
+		}
 		rt.Close()
 	})
 	return ts

@@ -37,6 +37,7 @@ type serveCommand struct {
 	shutdownTimeout time.Duration
 	reconcileEvery  time.Duration
 	allowedImages   string
+	poolSize        int
 	limits          rpc.Limits
 }
 
@@ -59,6 +60,7 @@ func (c *serveCommand) flags() *flag.FlagSet {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running commands may finish after a shutdown signal")
 	fs.DurationVar(&c.reconcileEvery, "reconcile-interval", rpc.DefaultReconcileInterval, "how often sandboxes are matched against the open sessions")
 	fs.StringVar(&c.allowedImages, "allowed-images", "", "comma-separated `patterns` (path.Match, on an image's name with or without its tag) of images dockerImage may name besides the CodeBeaker runtime images")
+	fs.IntVar(&c.poolSize, "pool-size", 1, "started sandboxes kept warm per language (and per dockerImage in use, for the 4 used last) for session.create to take; 0 keeps none")
 	fs.IntVar(&l.MaxSessions, "max-sessions", l.MaxSessions, "open sessions allowed at once")
 	fs.IntVar(&l.MaxQueuedCommands, "max-queued-commands", l.MaxQueuedCommands, "commands that may wait in one session")
 	fs.DurationVar(&l.DefaultTimeout, "default-timeout", l.DefaultTimeout, "timeout of execute_shell and execute_code without timeoutMs")
@@ -92,6 +94,9 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	if c.poolSize < 0 {
+		return errors.New("--pool-size must be 0 or more")
 	}
 	if c.ws.WriteTimeout <= 0 || c.ws.IdleTimeout <= 0 {
 		return errors.New("--write-timeout and --idle-connection-timeout must be longer than 0")
@@ -131,6 +136,7 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 		Logger:   logger,
 
 		ReconcileInterval: c.reconcileEvery,
+		PoolSize:          c.poolSize,
 	})
 	if err != nil {
 		return err

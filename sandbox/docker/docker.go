@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path"
 	"slices"
 	"strconv"
@@ -168,6 +169,16 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 	if err := r.Validate(spec); err != nil {
 		return nil, err
 	}
+	c, err := r.create(ctx, spec, nil)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// create makes and starts a container for spec, with labels added to its
+// own.
+func (r *Runtime) create(ctx context.Context, spec sandbox.Spec, labels map[string]string) (*Container, error) {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	info, err := r.api.ImageInspect(ctx, spec.Image)
@@ -193,6 +204,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 		WorkingDir:  sandbox.WorkspaceDir,
 		Labels:      map[string]string{LabelSession: spec.SessionID, LabelManaged: "true", LabelInstance: r.instance},
 	}
+	maps.Copy(cfg.Labels, labels)
 	host := &container.HostConfig{
 		NetworkMode: "none",
 		Init:        &initProcess,
