@@ -126,6 +126,11 @@ func newTestServer(t testing.TB, opts ...serverOption) *testServer {
 		}
 		rt.Close()
 	})
+	if cfg.PoolSize > 0 { // the test's creates find the pools full
+		for _, l := range sandbox.Languages(sandbox.KindDocker) {
+			ts.waitPool(l.Image, cfg.PoolSize)
+		}
+	}
 	return ts
 }
 

@@ -420,8 +420,16 @@ func containerProblems(t *testing.T, api *client.Client, instance string, sessio
 	}
 	var problems []string
 	running := map[string]bool{}
+	warm := map[string]int{} // by image
 	for _, c := range list {
 		sid := c.Labels[docker.LabelSession]
+		if image := c.Labels[docker.LabelPool]; image != "" && sessions[sid] != c.ID {
+			// The default pool keeps one per image.
+			if warm[image]++; warm[image] > 1 {
+				problems = append(problems, fmt.Sprintf("%d warm containers of %s, the pool keeps 1", warm[image], image))
+			}
+			continue
+		}
 		if sessions[sid] != c.ID {
 			problems = append(problems, fmt.Sprintf("container %.12s of session %s is owned by no open session", c.ID, sid))
 			continue
