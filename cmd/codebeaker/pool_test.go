@@ -25,11 +25,7 @@ func TestPoolClaimAfterKillNine(t *testing.T) {
 	api := needDocker(t)
 	dataDir := filepath.Join(t.TempDir(), "data")
 	instance := docker.Instance(dataDir)
-	t.Cleanup(func() { // whatever a failure left
-		for id := range instanceContainers(t, api, instance) {
-			api.ContainerRemove(context.Background(), id, container.RemoveOptions{Force: true})
-		}
-	})
+	t.Cleanup(func() { removeInstance(t, api, instance) })
 	srv := startServer(t, dataDir, "--pool-size", "1")
 	waitPoolsFull(t, srv.addr)
 	old := instanceContainers(t, api, instance)
@@ -143,4 +139,12 @@ func instanceContainers(t *testing.T, api *client.Client, instance string) map[s
 		out[c.ID] = c.Labels[docker.LabelPool]
 	}
 	return out
+}
+
+// removeInstance removes what a test's server left, so that a failed test
+// leaks nothing; it is no check.
+func removeInstance(t *testing.T, api *client.Client, instance string) {
+	for id := range instanceContainers(t, api, instance) {
+		api.ContainerRemove(context.Background(), id, container.RemoveOptions{Force: true})
+	}
 }

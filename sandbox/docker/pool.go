@@ -365,14 +365,19 @@ func (p *pool) Status() map[string]sandbox.PoolStatus {
 	return out
 }
 
-// Close stops refilling, waits for a container being made, and removes
-// every warm container and its folder.
+// Close stops refilling, waits for a container being made (until ctx
+// ends: then that one is removed once made, or by the next start), and
+// removes every warm container and its folder.
 func (p *pool) Close(ctx context.Context) error {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
 	p.poke()
-	<-p.done
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		p.log.Warn().Msg("a warm sandbox is still being made: it is removed once made, or by the next start")
+	}
 	p.mu.Lock()
 	var all []warm
 	for _, c := range p.images {
