@@ -13,8 +13,10 @@ import (
 // The usage guide's examples, sent as the guide shows them, over a real
 // WebSocket connection, with the guide's expected output.
 
-func TestGuideSessionWalkthrough(t *testing.T) {
-	ts := newTestServer(t)
+func TestGuideSessionWalkthrough(t *testing.T) { eachPoolSize(t, guideSessionWalkthrough) }
+
+func guideSessionWalkthrough(t *testing.T, pool serverOption) {
+	ts := newTestServer(t, pool)
 	c := ts.dial()
 
 	// 1. session.create, with the guide's params.
@@ -103,8 +105,10 @@ func program(t *testing.T, c *wsClient, language, path, content, commandName str
 	return sh.Stdout
 }
 
-func TestGuideLanguages(t *testing.T) {
-	ts := newTestServer(t)
+func TestGuideLanguages(t *testing.T) { eachPoolSize(t, guideLanguages) }
+
+func guideLanguages(t *testing.T, pool serverOption) {
+	ts := newTestServer(t, pool)
 	cases := []struct {
 		name, language, path, content, command string
 		args                                   []string
@@ -129,8 +133,10 @@ func TestGuideLanguages(t *testing.T) {
 	}
 }
 
-func TestGuideMultiTurn(t *testing.T) {
-	c := newTestServer(t).dial()
+func TestGuideMultiTurn(t *testing.T) { eachPoolSize(t, guideMultiTurn) }
+
+func guideMultiTurn(t *testing.T, pool serverOption) {
+	c := newTestServer(t, pool).dial()
 	sid := c.create(map[string]any{"language": "python"})
 	c.mustSucceed(sid, map[string]any{"type": "write_file", "path": "/workspace/data.py", "content": "x = 10\ny = 20"})
 	c.mustSucceed(sid, map[string]any{"type": "write_file", "path": "/workspace/calc.py", "content": "from data import x, y\nprint(f\"Sum: {x + y}\")"})
@@ -139,8 +145,10 @@ func TestGuideMultiTurn(t *testing.T) {
 	}
 }
 
-func TestGuidePackages(t *testing.T) {
-	c := newTestServer(t).dial()
+func TestGuidePackages(t *testing.T) { eachPoolSize(t, guidePackages) }
+
+func guidePackages(t *testing.T, pool serverOption) {
+	c := newTestServer(t, pool).dial()
 	sid := c.create(map[string]any{"language": "python"})
 	// No network in the sandbox: requests is preinstalled in the image, so
 	// pip finds it satisfied.
@@ -154,8 +162,10 @@ func TestGuidePackages(t *testing.T) {
 	}
 }
 
-func TestGuideCSV(t *testing.T) {
-	c := newTestServer(t).dial()
+func TestGuideCSV(t *testing.T) { eachPoolSize(t, guideCSV) }
+
+func guideCSV(t *testing.T, pool serverOption) {
+	c := newTestServer(t, pool).dial()
 	sid := c.create(map[string]any{"language": "python"})
 	csv := "name,age\nAlice,30\nBob,25\nCharlie,35"
 	c.mustSucceed(sid, map[string]any{"type": "write_file", "path": "/workspace/data.csv", "content": csv})
@@ -180,8 +190,10 @@ print(f"Total age: {total_age}")
 }
 
 // The command types section of the guide, each as shown there.
-func TestGuideCommandTypes(t *testing.T) {
-	c := newTestServer(t).dial()
+func TestGuideCommandTypes(t *testing.T) { eachPoolSize(t, guideCommandTypes) }
+
+func guideCommandTypes(t *testing.T, pool serverOption) {
+	c := newTestServer(t, pool).dial()
 	sid := c.create(map[string]any{"language": "python"})
 	env := c.mustSucceed(sid, map[string]any{"type": "write_file", "path": "/workspace/file.txt", "content": "파일 내용", "mode": "Create"})
 	assertJSON(t, env.Result, `{"path": "/workspace/file.txt", "bytes": 13}`)

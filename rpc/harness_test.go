@@ -119,8 +119,20 @@ func newTestServer(t testing.TB, opts ...serverOption) *testServer {
 				t.Errorf("session %s left containers behind after it closed: %v", id, c)
 			}
 		}
+		if cfg.PoolSize > 0 {
+			api := dockerAPI(t)
+			if left := instanceContainers(t, api, dataDir); len(left) > 0 {
+				t.Errorf("warm containers left after the service closed: %v", left)
+				removeInstance(t, api, dataDir)
+			}
+		}
 		rt.Close()
 	})
+	if cfg.PoolSize > 0 { // the test's creates find the pools full
+		for _, l := range sandbox.Languages(sandbox.KindDocker) {
+			ts.waitPool(l.Image, cfg.PoolSize)
+		}
+	}
 	return ts
 }
 

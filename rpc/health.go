@@ -14,8 +14,10 @@ type Health struct {
 	Status   string                    `json:"status"` // ok, degraded (some runtime down) or unavailable
 	EventLog eventLogHealth            `json:"eventLog"`
 	Runtimes map[string]sandbox.Health `json:"runtimes"`
-	Sessions int                       `json:"sessions"`
-	Uptime   float64                   `json:"uptimeSeconds"`
+	// Pools says how full each image's warm pool is; absent with no pool.
+	Pools    map[string]sandbox.PoolStatus `json:"pools,omitempty"`
+	Sessions int                           `json:"sessions"`
+	Uptime   float64                       `json:"uptimeSeconds"`
 }
 
 type eventLogHealth struct {
@@ -32,6 +34,7 @@ func (s *Service) Health(ctx context.Context) Health {
 	if err != nil {
 		h.EventLog.Error = "event log cannot be read"
 	}
+	h.Pools = s.poolStatus()
 	usable := 0
 	for kind, rt := range s.cfg.Runtimes {
 		rh := sandbox.Health{Available: true}

@@ -248,11 +248,18 @@ func (s *Service) removeUnowned(ctx context.Context, r sandbox.Reattacher) {
 		return // the runtime is down; the next pass tries again
 	}
 	for id, sessionID := range owned {
-		if s.ownedBy(sessionID, id) {
+		// In this order: a claimed sandbox leaves its pool before its
+		// session is in the log, and a claim is under way until it is.
+		if s.poolHeld(sessionID) || s.claiming() || s.ownedBy(sessionID, id) {
 			continue
 		}
+		leftover := s.leftoverOfPool(ctx, r, id, sessionID)
 		if err := r.Remove(ctx, id); err != nil {
 			s.cfg.Logger.Warn().Err(err).Str("container", id).Msg("cannot remove an unowned sandbox")
+			continue
+		}
+		if leftover {
+			s.cfg.Logger.Info().Str("container", id).Str("session", sessionID).Msg("removed a warm sandbox no pool holds (an earlier run's)")
 			continue
 		}
 		s.log.Append(context.WithoutCancel(ctx), eventlog.Record{SessionID: sessionID, Type: eventlog.ContainerRemoved,

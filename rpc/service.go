@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/oklog/ulid/v2"
 	"github.com/rs/zerolog"
 
 	"github.com/codebeaker/codebeaker/eventlog"
@@ -73,6 +72,9 @@ type Config struct {
 	// ReconcileInterval is how often sandboxes are matched against the open
 	// sessions: detached ones taken back, unowned ones removed.
 	ReconcileInterval time.Duration
+	// PoolSize is how many warm sandboxes are kept per image, in runtimes
+	// that keep them (see pool.go); 0 keeps none.
+	PoolSize int
 }
 
 // Service runs sessions: it turns requests into sandbox work and records
@@ -87,9 +89,11 @@ type Service struct {
 	mu       sync.Mutex
 	live     map[string]*liveSession // sessions with a sandbox in this process
 	creating int                     // creates under way, counted against MaxSessions
+	claims   int                     // pool claims whose session may not be in the log yet
 	stopping bool
 
-	historySlots chan struct{} // session.history calls building a page
+	historySlots chan struct{}           // session.history calls building a page
+	pools        map[string]sandbox.Pool // warm pools, by runtime kind; set by Open
 
 	ctx    context.Context // ends when the service stops
 	cancel context.CancelFunc
@@ -169,6 +173,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		log.Close()
 		return nil, err
 	}
+	s.startPools()
 	s.wg.Add(2)
 	go s.reaper()
 	go s.reconciler()
@@ -218,6 +223,7 @@ func (s *Service) Close(ctx context.Context) error {
 	}
 	s.cancel() // ends the reaper, the reconciler and every session's worker
 	s.wg.Wait()
+	s.closePools(ctx)
 	s.mu.Lock()
 	for _, l := range s.live {
 		l.ws.Close()
@@ -263,7 +269,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 	if runtime == nil {
 		return projection.Session{}, fmt.Errorf("%w: the %s runtime is not configured on this server", sandbox.ErrUnavailable, lang.Kind)
 	}
-	id := strings.ToLower(ulid.Make().String())
+	id := newSessionID()
 	// The runtime judges what the fields before a malformed one ask for
 	// first: problems are told in the order the settings come.
 	perms, permErr := permissions(p.Permissions)
@@ -290,18 +296,33 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 		s.creating--
 		s.mu.Unlock()
 	}()
+	claimedID, box, claimed := s.claim(ctx, lang.Kind, spec)
+	if box != nil {
+		id = claimedID
+		spec = s.spec(id, lang, cfg, perms)
+	}
 
 	logger := s.sessionLogger(id)
 	// The request's logger (its connection and id) names the session too.
 	ctx = zerolog.Ctx(ctx).With().Str("session", id).Logger().WithContext(ctx)
-	if _, err := s.log.Append(ctx, eventlog.Record{SessionID: id, Type: eventlog.SessionCreating, Data: eventlog.SessionCreatingData{
+	_, err = s.log.Append(ctx, eventlog.Record{SessionID: id, Type: eventlog.SessionCreating, Data: eventlog.SessionCreatingData{
 		Language: lang.Name, Runtime: lang.Kind, Config: cfg,
-	}}); err != nil {
+	}})
+	claimed()
+	if err != nil {
+		if box != nil { // nobody else knows it: a claimed sandbox is ours to remove
+			box.Close(context.WithoutCancel(ctx))
+			sandbox.RemoveTree(spec.Workspace)
+		}
 		return projection.Session{}, err
 	}
 	ws, err := sandbox.OpenWorkspace(spec.Workspace, sandbox.UID, sandbox.GID)
-	var box sandbox.Sandbox
-	if err == nil {
+	switch {
+	case err != nil && box != nil:
+		box.Close(context.WithoutCancel(ctx))
+		sandbox.RemoveTree(spec.Workspace)
+		box = nil
+	case err == nil && box == nil:
 		if box, err = runtime.Create(ctx, spec); err != nil {
 			ws.Remove()
 		}
@@ -325,7 +346,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (projection.Sessio
 		return projection.Session{}, err
 	}
 	s.serve(s.newLive(id, logger, lang, runtime, spec, ws, box))
-	logger.Info().Str("language", lang.Name).Str("container", box.ID()).Msg("session created")
+	logger.Info().Str("language", lang.Name).Str("container", box.ID()).Bool("warm", claimedID != "").Msg("session created")
 	view, _ := s.view.Get(id)
 	return view, nil
 }

@@ -72,7 +72,9 @@ func startServer(t *testing.T, dataDir string, flags ...string) *server {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	args := append([]string{"serve", "--addr", addr, "--data-dir", dataDir, "--log-format", "json", "--reconcile-interval", "500ms"}, flags...)
+	// No warm pool unless a test asks: a test that ends with a kill would
+	// leave its warm containers.
+	args := append([]string{"serve", "--addr", addr, "--data-dir", dataDir, "--log-format", "json", "--reconcile-interval", "500ms", "--pool-size", "0"}, flags...)
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
@@ -250,7 +252,9 @@ func TestKillNine(t *testing.T) {
 	a := &acks{created: map[string]bool{}, closed: map[string]bool{}, closing: map[string]bool{}, commands: map[string]string{}}
 	const rounds = 10
 	focuses := []string{"create", "shell", "close", "write"}
-	srv := startServer(t, dataDir)
+	t.Cleanup(func() { removeInstance(t, api, docker.Instance(dataDir)) })
+	// With the pool on: kills land during claims and refills too.
+	srv := startServer(t, dataDir, "--pool-size", "1")
 	for round := range rounds {
 		focus := focuses[round%len(focuses)]
 		stop := make(chan struct{})
@@ -262,7 +266,7 @@ func TestKillNine(t *testing.T) {
 		<-done
 
 		completed, recovery := checkLog(t, filepath.Join(dataDir, eventlog.FileName), a)
-		srv = startServer(t, dataDir)
+		srv = startServer(t, dataDir, "--pool-size", "1")
 		checkServer(t, api, srv.addr, dataDir, completed)
 		t.Logf("round %d (%s): %d sessions created, %d closed, %d commands acknowledged so far, all in the log; %d sessions open; recoveries so far: %v",
 			round, focus, len(a.created), len(a.closed), len(a.commands), len(completed), recovery)
@@ -426,8 +430,16 @@ func containerProblems(t *testing.T, api *client.Client, instance string, sessio
 	}
 	var problems []string
 	running := map[string]bool{}
+	warm := map[string]int{} // by image
 	for _, c := range list {
 		sid := c.Labels[docker.LabelSession]
+		if image := c.Labels[docker.LabelPool]; image != "" && sessions[sid] != c.ID {
+			// The default pool keeps one per image.
+			if warm[image]++; warm[image] > 1 {
+				problems = append(problems, fmt.Sprintf("%d warm containers of %s, the pool keeps 1", warm[image], image))
+			}
+			continue
+		}
 		if sessions[sid] != c.ID {
 			problems = append(problems, fmt.Sprintf("container %.12s of session %s is owned by no open session", c.ID, sid))
 			continue

@@ -39,6 +39,7 @@ type serveCommand struct {
 	reconcileEvery  time.Duration
 	allowedImages   string
 	agent           string
+	poolSize        int
 	limits          rpc.Limits
 }
 
@@ -62,6 +63,7 @@ func (c *serveCommand) flags() *flag.FlagSet {
 	fs.DurationVar(&c.reconcileEvery, "reconcile-interval", rpc.DefaultReconcileInterval, "how often sandboxes are matched against the open sessions")
 	fs.StringVar(&c.allowedImages, "allowed-images", "", "comma-separated `patterns` (path.Match, on an image's name with or without its tag) of images dockerImage may name besides the CodeBeaker runtime images")
 	fs.StringVar(&c.agent, "agent", "", "`path` of the codebeaker-agent binary that runs in every container (default: beside this executable, else in PATH); it is copied into the data dir, where the engine finds it")
+	fs.IntVar(&c.poolSize, "pool-size", 1, "started sandboxes kept warm per language (and per dockerImage in use, for the 4 used last) for session.create to take; 0 keeps none")
 	fs.IntVar(&l.MaxSessions, "max-sessions", l.MaxSessions, "open sessions allowed at once")
 	fs.IntVar(&l.MaxQueuedCommands, "max-queued-commands", l.MaxQueuedCommands, "commands that may wait in one session")
 	fs.DurationVar(&l.DefaultTimeout, "default-timeout", l.DefaultTimeout, "timeout of execute_shell and execute_code without timeoutMs")
@@ -95,6 +97,9 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	if c.poolSize < 0 {
+		return errors.New("--pool-size must be 0 or more")
 	}
 	if c.ws.WriteTimeout <= 0 || c.ws.IdleTimeout <= 0 {
 		return errors.New("--write-timeout and --idle-connection-timeout must be longer than 0")
@@ -138,6 +143,7 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 		Logger:   logger,
 
 		ReconcileInterval: c.reconcileEvery,
+		PoolSize:          c.poolSize,
 	})
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path"
 	"slices"
 	"strconv"
@@ -181,6 +182,16 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 	if err := r.Validate(spec); err != nil {
 		return nil, err
 	}
+	c, err := r.create(ctx, spec, nil)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// create makes and starts a container for spec, with labels added to its
+// own.
+func (r *Runtime) create(ctx context.Context, spec sandbox.Spec, labels map[string]string) (*Container, error) {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	info, err := r.api.ImageInspect(ctx, spec.Image)
@@ -210,6 +221,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 		WorkingDir:  sandbox.WorkspaceDir,
 		Labels:      map[string]string{LabelSession: spec.SessionID, LabelManaged: "true", LabelInstance: r.instance},
 	}
+	maps.Copy(cfg.Labels, labels)
 	host := &container.HostConfig{
 		NetworkMode: "none",
 		Init:        &noInit, // the agent is the init
@@ -390,7 +402,19 @@ func shortID(id string) string {
 // Remove removes a container by id, as Close does; for containers a
 // previous run of the server made.
 func (r *Runtime) Remove(ctx context.Context, id string) error {
-	return (&Container{api: r.api, id: id}).Close(ctx)
+	c := &Container{api: r.api, id: id}
+	inspectCtx, cancel := context.WithTimeout(ctx, apiTimeout)
+	info, err := r.api.ContainerInspect(inspectCtx, id)
+	cancel()
+	if err == nil {
+		// Its agent's folder goes with it.
+		for _, m := range info.Mounts {
+			if m.Destination == agentRunDir && strings.HasSuffix(m.Source, runDirExt) {
+				c.run = m.Source
+			}
+		}
+	}
+	return c.Close(ctx)
 }
 
 // Health reports whether the engine answers and which language images it
