@@ -179,6 +179,10 @@ func (b *benchCommand) Run(ctx context.Context, args []string) (err error) {
 		for _, f := range slices.Backward(b.cleanups) {
 			f(cleanupCtx)
 		}
+		if ctx.Err() != nil {
+			// The error is what the signal cut short; say what it was.
+			err = errors.New("interrupted: what the bench started is stopped and removed")
+		}
 		if b.keep {
 			b.logf("kept %s", b.dir)
 		} else if rmErr := os.RemoveAll(b.dir); rmErr != nil {
