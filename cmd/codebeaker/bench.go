@@ -839,7 +839,8 @@ func (s *benchServer) waitPool(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("server %s: the python pool was not full within 2 minutes (%s; see %s)", s.name, last, s.logPath)
 		}
-		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+		// Each /health asks the engine about every image: not too often.
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
 			return err
 		}
 	}
