@@ -232,10 +232,11 @@ func (b *benchCommand) Run(ctx context.Context, args []string) (err error) {
 
 // estimate is a rough run time on a 2-core machine, for the first line.
 func (b *benchCommand) estimate() time.Duration {
-	// About 7 s per run of all figures and floors, plus servers and refill.
-	d := time.Duration(b.runs+benchWarmups)*7*time.Second + 30*time.Second
+	// About 9 s per run of all figures and floors, plus servers and refill;
+	// an idle session about 1.2 s to open and close, 4 at a time.
+	d := time.Duration(b.runs+benchWarmups)*9*time.Second + 30*time.Second
 	if !b.skipIdle {
-		d += time.Duration(b.idleSessions) * 400 * time.Millisecond
+		d += time.Duration(b.idleSessions) * 1200 * time.Millisecond
 	}
 	return d.Round(time.Minute/2) + time.Minute/2
 }
