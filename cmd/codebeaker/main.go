@@ -17,6 +17,7 @@ const usage = `codebeaker runs untrusted code in per-session sandboxes for WebSo
 Usage:
   codebeaker serve [flags]    run the service (codebeaker serve --help lists its flags)
   codebeaker audit COMMAND    verify, replay, export or compact the event log (codebeaker audit --help)
+  codebeaker bench [flags]    time sessions and commands against raw Docker and Deno (codebeaker bench --help)
   codebeaker version          print the version
 
 Every flag can also be set by an environment variable: --data-dir is
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return (&serveCommand{stdout: stdout, stderr: stderr}).Run(ctx, args[1:])
 	case "audit":
 		return auditCommand(stdout, stderr).Run(ctx, args[1:])
+	case "bench":
+		return (&benchCommand{stdout: stdout, stderr: stderr}).Run(ctx, args[1:])
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "codebeaker", version)
 		return nil
