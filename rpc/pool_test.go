@@ -19,6 +19,7 @@ import (
 	"github.com/codebeaker/codebeaker/rpc/ws"
 	"github.com/codebeaker/codebeaker/sandbox"
 	"github.com/codebeaker/codebeaker/sandbox/docker"
+	"github.com/codebeaker/codebeaker/sandbox/sandboxtest"
 )
 
 const pythonImage = "codebeaker-python:latest"
@@ -221,7 +222,7 @@ func TestPoolCloseRemoves(t *testing.T) {
 	api := dockerAPI(t)
 	dataDir := t.TempDir()
 	t.Cleanup(func() { removeInstance(t, api, dataDir) })
-	rt, err := docker.New(docker.Instance(dataDir))
+	rt, err := docker.New(docker.Options{Instance: docker.Instance(dataDir), Agent: sandboxtest.AgentBinary(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +253,7 @@ func TestPoolAfterCrash(t *testing.T) {
 	t.Cleanup(func() { removeInstance(t, api, dataDir) })
 	proxy := newEngineProxy(t)
 	proxy.up(t)
-	rt1, err := docker.NewHost(proxy.host(), docker.Instance(dataDir))
+	rt1, err := docker.New(docker.Options{Host: proxy.host(), Instance: docker.Instance(dataDir), Agent: sandboxtest.AgentBinary(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +271,7 @@ func TestPoolAfterCrash(t *testing.T) {
 		t.Fatalf("the crash-like stop should leave the 4 warm containers, left %d of %d", len(left), len(old))
 	}
 
-	rt2, err := docker.New(docker.Instance(dataDir))
+	rt2, err := docker.New(docker.Options{Instance: docker.Instance(dataDir), Agent: sandboxtest.AgentBinary(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

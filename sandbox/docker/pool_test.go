@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/codebeaker/codebeaker/sandbox"
+	"github.com/codebeaker/codebeaker/sandbox/sandboxtest"
 )
 
 // A dockerImage gets a pool once a session used it; an image that cannot
@@ -19,7 +20,7 @@ import (
 func TestPoolCustomImage(t *testing.T) {
 	newRuntime(t) // the engine answers
 	dir := t.TempDir()
-	r, err := New(Instance(dir))
+	r, err := New(Options{Instance: Instance(dir), Agent: sandboxtest.AgentBinary(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
