@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -59,7 +60,8 @@ func serveOn(ln *net.UnixListener, cfg Config) error {
 	if cfg.shimPath == "" {
 		cfg.shimPath = "/proc/self/exe"
 	}
-	a := &agent{cfg: cfg, env: commandBase(cfg)}
+	a := &agent{cfg: cfg, env: commandBase(cfg), spare: make(chan *shimProc, 1)}
+	a.startSpare()
 	for {
 		conn, err := ln.AcceptUnix()
 		if err != nil {
@@ -76,6 +78,9 @@ func serveOn(ln *net.UnixListener, cfg Config) error {
 type agent struct {
 	cfg Config
 	env []string // the environment every command starts from
+
+	spare    chan *shimProc // a shim started ahead, waiting for a command
+	starting atomic.Bool    // a spare is being started
 }
 
 // commandBase is the environment a command starts from: the agent's own,
@@ -215,10 +220,12 @@ func (a *agent) serveConn(conn *net.UnixConn) {
 	case Start:
 		a.run(conn, fr, msg.(*StartMsg))
 	case KillAll:
+		a.dropSpare()
 		if err := killAll(); err != nil {
 			fail(CodeInternal, "%v", err)
 			return
 		}
+		a.startSpare()
 		WriteFrame(conn, Done, nil)
 	default:
 		fail(CodeProtocol, "frame %q where Start or KillAll was expected", f.Type)

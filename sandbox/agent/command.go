@@ -55,7 +55,7 @@ func (a *agent) run(conn *net.UnixConn, fr *Reader, start *StartMsg) {
 		dir = a.cfg.Workdir
 	}
 	spec := shimSpec{Args: start.Args, Env: setEnv(a.env, start.Env...), Dir: dir, UID: a.cfg.UID, GID: a.cfg.GID}
-	p, err := startShim(a.cfg.shimPath, spec)
+	p, err := a.shim(spec)
 	if err != nil {
 		fail(CodeInternal, err)
 		return
@@ -201,6 +201,7 @@ func (a *agent) run(conn *net.UnixConn, fr *Reader, start *StartMsg) {
 	// nothing that the command left running on purpose.
 	p.release()
 	w.json(Exited, exit)
+	a.startSpare()
 }
 
 // oomKills is how many processes the sandbox's memory cgroup has killed
@@ -234,7 +235,9 @@ type shimProc struct {
 	controlClosed bool
 }
 
-func startShim(path string, spec shimSpec) (*shimProc, error) {
+// startShim starts a shim, which waits for its command on its control
+// pipe.
+func startShim(path string) (*shimProc, error) {
 	var closeAfter []*os.File
 	defer func() {
 		for _, f := range closeAfter {
@@ -291,13 +294,88 @@ func startShim(path string, spec shimSpec) (*shimProc, error) {
 		return nil, fmt.Errorf("start the command's shim: %w", err)
 	}
 	proc.Release() // the agent reaps it with every other child
-	p := &shimProc{pid: proc.Pid, control: ctlW, statusR: bufio.NewReader(stR), statusF: stR, stdin: inW, stdout: outR, stderr: errR}
+	return &shimProc{pid: proc.Pid, control: ctlW, statusR: bufio.NewReader(stR), statusF: stR, stdin: inW, stdout: outR, stderr: errR}, nil
+}
+
+// send tells a waiting shim its command.
+func (p *shimProc) send(spec shimSpec) error {
 	b, _ := json.Marshal(spec)
-	if _, err := ctlW.Write(append(b, '\n')); err != nil {
-		p.release()
-		return nil, fmt.Errorf("tell the shim the command: %w", err)
+	if _, err := p.control.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("tell the shim the command: %w", err)
+	}
+	return nil
+}
+
+// discard ends a shim that was never given a command.
+func (p *shimProc) discard() {
+	p.release()
+	p.stdin.Close()
+}
+
+// shim returns a started shim that has been told spec. A shim started
+// ahead (the spare) is taken, waited for if it is being started, so that a
+// command seldom waits for a Go program's start; a new spare is started
+// once the command has ended (startSpare), not while it runs on a busy
+// machine.
+func (a *agent) shim(spec shimSpec) (*shimProc, error) {
+	var spare *shimProc
+	select {
+	case spare = <-a.spare:
+	default:
+		if a.starting.Load() {
+			select {
+			case spare = <-a.spare:
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	if spare != nil {
+		if spare.send(spec) == nil {
+			return spare, nil
+		}
+		spare.discard() // killed meanwhile (KillAll): start one now
+	}
+	p, err := startShim(a.cfg.shimPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.send(spec); err != nil {
+		p.discard()
+		return nil, err
 	}
 	return p, nil
+}
+
+// startSpare starts a shim for the next command in the background, unless
+// one is ready or being started.
+func (a *agent) startSpare() {
+	if !a.starting.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer a.starting.Store(false)
+		if len(a.spare) > 0 {
+			return
+		}
+		p, err := startShim(a.cfg.shimPath)
+		if err != nil {
+			return
+		}
+		select {
+		case a.spare <- p:
+		default:
+			p.discard()
+		}
+	}()
+}
+
+// dropSpare discards the spare shim, if any: KillAll would kill it anyway.
+func (a *agent) dropSpare() {
+	select {
+	case p := <-a.spare:
+		p.discard()
+	default:
+	}
 }
 
 // status reads the shim's next status line.

@@ -43,6 +43,18 @@ func RunShim() int {
 		b, _ := json.Marshal(st)
 		status.Write(append(b, '\n'))
 	}
+	// All that needs no command is done before waiting for one: a spare
+	// shim (see agent.shim) is ready sooner.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		report(shimStatus{Error: fmt.Sprintf("cannot become a subreaper: %v", err)})
+		return 2
+	}
+	if err := dropBoundingSet(); err != nil {
+		report(shimStatus{Error: fmt.Sprintf("cannot drop the capability bounding set: %v", err)})
+		return 2
+	}
+	json.Unmarshal([]byte(`{"args":["x"],"env":["A=b"],"dir":"/","UID":1,"GID":1}`), &shimSpec{}) // warms the decoder
+
 	control := bufio.NewReader(os.NewFile(shimControlFD, "control"))
 	line, err := control.ReadBytes('\n')
 	if err != nil {
@@ -52,14 +64,6 @@ func RunShim() int {
 	var spec shimSpec
 	if err := json.Unmarshal(line, &spec); err != nil || len(spec.Args) == 0 {
 		report(shimStatus{Error: "malformed command"})
-		return 2
-	}
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		report(shimStatus{Error: fmt.Sprintf("cannot become a subreaper: %v", err)})
-		return 2
-	}
-	if err := dropBoundingSet(); err != nil {
-		report(shimStatus{Error: fmt.Sprintf("cannot drop the capability bounding set: %v", err)})
 		return 2
 	}
 	path, err := lookPath(spec.Args[0], spec.Env)

@@ -357,12 +357,9 @@ func (c *Container) restart(ctx context.Context) error {
 	return c.waitAgent(ctx)
 }
 
-// placeholderProcs is what a container holds with no command running: the
-// agent.
-const placeholderProcs = 1
-
-// leftovers lists the container's processes beyond its placeholder, as the
-// engine sees them (it reads them on the host, not through an exec).
+// leftovers lists the container's processes that are not the agent's (it
+// and its shims run as root, everything else as the sandbox user), as the
+// engine sees them: it reads them on the host, not through a command.
 func (c *Container) leftovers(ctx context.Context) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, topTimeout)
 	defer cancel()
@@ -370,14 +367,20 @@ func (c *Container) leftovers(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list the container's processes: %w", err)
 	}
-	if len(top.Processes) <= placeholderProcs {
-		return nil, nil
-	}
+	return NotAgents(top), nil
+}
+
+// NotAgents lists, from a ContainerTop, the processes that are neither the
+// agent nor its shims: those not run by root.
+func NotAgents(top container.TopResponse) []string {
+	uid := slices.Index(top.Titles, "UID")
 	var out []string
 	for _, p := range top.Processes {
-		out = append(out, strings.Join(p, " "))
+		if uid < 0 || uid >= len(p) || p[uid] != "root" {
+			out = append(out, strings.Join(p, " "))
+		}
 	}
-	return out, nil
+	return out
 }
 
 func (c *Container) mustKill() bool {
