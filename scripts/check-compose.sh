@@ -66,9 +66,10 @@ printf '%s\n' "$body"
 
 # A session through the Compose server: its sandbox runs the agent the server copied into the data dir,
 # which the host's engine finds at the same path.
-python3 -c 'import websockets' 2>/dev/null || apt_install python3-websockets
+# Debian's python3, whose websockets the package provides (a python3 earlier in PATH may lack it).
+/usr/bin/python3 -c 'import websockets' 2>/dev/null || apt_install python3-websockets
 log "running a command in a python session through the Compose server ..."
-python3 - "$PORT" <<'PY'
+/usr/bin/python3 - "$PORT" <<'PY'
 import asyncio, json, sys
 import websockets
 
