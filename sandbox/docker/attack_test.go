@@ -2,6 +2,9 @@ package docker
 
 import (
 	"context"
+	"errors"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,5 +51,31 @@ func TestKillReachesZombieLeaders(t *testing.T) {
 	}
 	if left := NotAgents(top); len(left) != 1 {
 		t.Errorf("after the kill the container runs %q; want the session's sleep 1000 alone", left)
+	}
+}
+
+// TestLongCommandLines: a command line Linux takes runs, however its bytes
+// are spelled in JSON (<, > and & are not escaped to six bytes each), and
+// one beyond what the agent's protocol carries cannot start, for the
+// client's reason, not because the agent would not answer.
+func TestLongCommandLines(t *testing.T) {
+	r := newRuntime(t)
+	c, _, _ := newContainer(t, r, nil)
+	arg := strings.Repeat("<&>", 100_000/3) // under Linux's 128 KiB per argument
+	args := []string{"sh", "-c", `printf '%s' "$@" | wc -c`, "sh"}
+	for range 14 { // 1.4 MB in all, under its 2 MiB
+		args = append(args, arg)
+	}
+	res, err := c.Exec(context.Background(), sandbox.Process{Args: args, Dir: sandbox.WorkspaceDir, Timeout: time.Minute, OutputLimit: 1 << 10})
+	if err != nil || strings.TrimSpace(string(res.Stdout)) != strconv.Itoa(14*len(arg)) {
+		t.Errorf("14 arguments of %d bytes: stdout %q, err %v; want their length", len(arg), res.Stdout, err)
+	}
+	huge := []string{"echo", strings.Repeat("\x01", 1_500_000), strings.Repeat("\x01", 1_500_000)}
+	_, err = c.Exec(context.Background(), sandbox.Process{Args: huge, Dir: sandbox.WorkspaceDir, Timeout: time.Minute, OutputLimit: 1 << 10})
+	if !errors.Is(err, sandbox.ErrCannotStart) || errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(err.Error(), "argument list too long") {
+		t.Errorf("a 3 MB command line: %v; want sandbox.ErrCannotStart, argument list too long", err)
+	}
+	if out := run(t, c, "echo", "ok"); out != "ok\n" {
+		t.Errorf("after the long command lines: %q", out)
 	}
 }
