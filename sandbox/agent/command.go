@@ -299,7 +299,7 @@ func startShim(path string) (*shimProc, error) {
 
 // send tells a waiting shim its command.
 func (p *shimProc) send(spec shimSpec) error {
-	b, _ := json.Marshal(spec)
+	b, _ := marshal(spec)
 	if _, err := p.control.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("tell the shim the command: %w", err)
 	}

@@ -18,7 +18,8 @@ const Version = 1
 
 // MaxFrame is the largest frame body (type byte and payload) either side
 // sends or accepts: room for a StartMsg of the largest command line Linux
-// takes (2 MiB of arguments and environment), JSON-escaped.
+// takes (2 MiB of arguments and environment), JSON-escaped (see marshal)
+// unless most of it is control characters, which take six bytes each.
 const MaxFrame = 8 << 20
 
 // FrameType says what a frame carries. Upper-case types go from the server
@@ -160,11 +161,24 @@ func WriteFrame(w io.Writer, t FrameType, payload []byte) error {
 
 // WriteJSON writes a frame whose payload is v as JSON.
 func WriteJSON(w io.Writer, t FrameType, v any) error {
-	b, err := json.Marshal(v)
+	b, err := marshal(v)
 	if err != nil {
 		return err
 	}
 	return WriteFrame(w, t, b)
+}
+
+// marshal is json.Marshal without its HTML escaping, which spells each
+// <, > and & of a command line in six bytes: a command line that Linux
+// takes would not fit in MaxFrame.
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // Decode checks a frame's payload against its type and decodes the JSON

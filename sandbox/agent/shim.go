@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -196,7 +197,7 @@ func killAll() error {
 	return errors.New("kill all: processes survived 10 s of SIGKILL")
 }
 
-// descendants lists the live (not zombie) processes under root, as /proc
+// descendants lists the live processes under root, as /proc
 // shows them now; root 0 means every process but the caller.
 func descendants(root int) []int {
 	entries, err := os.ReadDir("/proc")
@@ -205,18 +206,25 @@ func descendants(root int) []int {
 	}
 	self := os.Getpid()
 	children := map[int][]int{}
+	live := map[int]bool{}
 	var all []int
 	for _, e := range entries {
 		var pid int
 		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || pid == self {
 			continue
 		}
-		ppid, state, ok := procStat(pid)
-		if !ok || state == 'Z' || state == 'X' {
+		ppid, state, threads, ok := procStat(pid)
+		if !ok || state == 'X' {
 			continue
 		}
+		// A zombie stays in the tree, which may go on through it: a process
+		// whose main thread exited alone shows as one while its other
+		// threads, and its children, run on. It is live if it has threads.
 		children[ppid] = append(children[ppid], pid)
-		all = append(all, pid)
+		if state != 'Z' || threads > 1 {
+			live[pid] = true
+			all = append(all, pid)
+		}
 	}
 	if root == 0 {
 		return all
@@ -227,29 +235,37 @@ func descendants(root int) []int {
 		p := queue[0]
 		queue = queue[1:]
 		for _, c := range children[p] {
-			out = append(out, c)
+			if live[c] {
+				out = append(out, c)
+			}
 			queue = append(queue, c)
 		}
 	}
 	return out
 }
 
-// procStat reads a process's parent and state from /proc/PID/stat, whose
-// second field (the name, in parentheses) may itself hold ") ".
-func procStat(pid int) (ppid int, state byte, ok bool) {
+// procStat reads a process's parent, state and number of threads from
+// /proc/PID/stat, whose second field (the name, in parentheses) may itself
+// hold ") ".
+func procStat(pid int) (ppid int, state byte, threads int, ok bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 || i+2 >= len(b) {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
-	var st byte
-	if _, err := fmt.Sscanf(string(b[i+2:]), "%c %d", &st, &ppid); err != nil {
-		return 0, 0, false
+	f := strings.Fields(string(b[i+2:]))
+	if len(f) < 18 || len(f[0]) != 1 {
+		return 0, 0, 0, false
 	}
-	return ppid, st, true
+	ppid, err1 := strconv.Atoi(f[1])
+	threads, err2 := strconv.Atoi(f[17]) // field 20, num_threads
+	if err1 != nil || err2 != nil {
+		return 0, 0, 0, false
+	}
+	return ppid, f[0][0], threads, true
 }
 
 // lookPath finds a program as a shell would for the command: in the PATH

@@ -148,6 +148,10 @@ func (c *Container) start(ctx context.Context, p sandbox.Process, stdout, stderr
 	}
 	if err := conn.Start(agent.StartMsg{Args: p.Args, Env: p.Env, Dir: p.Dir}, p.Stdin); err != nil {
 		conn.Close()
+		if errors.Is(err, agent.ErrFrameTooLarge) {
+			// Beyond what Linux takes too (2 MiB); it says so in these words.
+			return nil, fmt.Errorf("%w %q: argument list too long", sandbox.ErrCannotStart, p.Args[0])
+		}
 		return nil, c.agentGone(ctx, "start command", err)
 	}
 	x := &execution{ctx: ctx, c: c, conn: conn, program: p.Args[0], ended: make(chan struct{}), abandoned: make(chan struct{})}
