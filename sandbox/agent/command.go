@@ -163,6 +163,10 @@ func (a *agent) run(conn *net.UnixConn, fr *Reader, start *StartMsg) {
 	}
 
 	end, err := p.status()
+	if err != nil && oomKills() > oomBefore {
+		// The memory killer took the shim, and with it the command.
+		end, err = shimStatus{Exited: true, Signal: int(syscall.SIGKILL)}, nil
+	}
 	if err != nil {
 		fail(CodeInternal, err)
 		kill()

@@ -100,6 +100,10 @@ func RunShim() int {
 		close(killRequested)
 	}()
 
+	// The memory cgroup's killer picks by size and this score: the command
+	// and all it starts (and this shim) before the agent, whose death
+	// would end the whole sandbox. Raising it needs no capability.
+	os.WriteFile("/proc/self/oom_score_adj", []byte("1000"), 0)
 	pid, err := syscall.ForkExec(path, spec.Args, &syscall.ProcAttr{
 		Dir:   spec.Dir,
 		Env:   spec.Env,

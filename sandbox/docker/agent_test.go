@@ -77,6 +77,10 @@ func TestSandboxCannotDriveAgent(t *testing.T) {
 			t.Errorf("%s: %q; want %s", k, got[k], w)
 		}
 	}
+	// The memory killer takes a command's processes before the agent.
+	if got := run(t, c, "cat", "/proc/self/oom_score_adj", "/proc/1/oom_score_adj"); got != "1000\n0\n" {
+		t.Errorf("oom_score_adj of a command and of the agent: %q; want 1000 and 0", got)
+	}
 	if _, err := ws.ReadFile("pwned", 1<<10); err == nil {
 		t.Error("the agent ran the sandbox program's command")
 	}
