@@ -153,9 +153,7 @@ func TestIdleTimeoutAndLifetime(t *testing.T) {
 		if last.Type != eventlog.SessionClosed || closed.Reason != tc.reason || closed.Error != "" {
 			t.Errorf("last event %s %s, want SessionClosed %s", last.Type, last.Data, tc.reason)
 		}
-		if ids := containersOf(t, tc.id); len(ids) != 0 {
-			t.Errorf("%s left container %v", tc.reason, ids)
-		}
+		eventually(t, tc.reason+" removes the container", func() bool { return len(containersOf(t, tc.id)) == 0 })
 		c.rpcErr("session.execute", map[string]any{"sessionId": tc.id, "command": map[string]any{"type": "list_directory"}}, rpc.CodeSessionClosed)
 	}
 }

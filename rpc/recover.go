@@ -250,7 +250,7 @@ func (s *Service) removeUnowned(ctx context.Context, r sandbox.Reattacher) {
 	for id, sessionID := range owned {
 		// In this order: a claimed sandbox leaves its pool before its
 		// session is in the log, and a claim is under way until it is.
-		if s.poolHeld(sessionID) || s.claiming() || s.ownedBy(sessionID, id) {
+		if s.poolHeld(sessionID) || s.claiming() || s.ownedBy(sessionID, id) || s.tearingDown(sessionID) {
 			continue
 		}
 		leftover := s.leftoverOfPool(ctx, r, id, sessionID)
@@ -266,6 +266,16 @@ func (s *Service) removeUnowned(ctx context.Context, r sandbox.Reattacher) {
 			Data: eventlog.ContainerRemovedData{ContainerID: id, Reason: "no open session owns it"}})
 		s.cfg.Logger.Info().Str("container", id).Str("session", sessionID).Msg("removed an unowned sandbox")
 	}
+}
+
+// tearingDown reports whether a closed session's teardown is removing its
+// sandbox: the reconciler leaves it that, and records nothing after the
+// session's close.
+func (s *Service) tearingDown(sessionID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.tearing[sessionID]
+	return ok
 }
 
 // ownedBy reports whether an open session uses (or is about to use) the

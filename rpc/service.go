@@ -88,6 +88,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	live     map[string]*liveSession // sessions with a sandbox in this process
+	tearing  map[string]struct{}     // closed sessions whose sandbox is being removed
 	creating int                     // creates under way, counted against MaxSessions
 	claims   int                     // pool claims whose session may not be in the log yet
 	stopping bool
@@ -157,7 +158,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err := sandbox.PrivateDirs(cfg.DataDir, filepath.Join(cfg.DataDir, "workspaces")); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	s := &Service{cfg: cfg, view: projection.NewSessions(), live: map[string]*liveSession{}, start: time.Now()}
+	s := &Service{cfg: cfg, view: projection.NewSessions(), live: map[string]*liveSession{}, tearing: map[string]struct{}{}, start: time.Now()}
 	s.historySlots = make(chan struct{}, historyConcurrency)
 	log, err := eventlog.Open(filepath.Join(cfg.DataDir, eventlog.FileName), eventlog.Options{OnCommit: s.applyCommitted})
 	if err != nil {
@@ -473,22 +474,28 @@ func (s *Service) closeSession(ctx context.Context, id, reason string) error {
 	}
 	live.cancel() // kills a running command and fails the queued ones
 
-	// The teardown is bounded, but by the engine's deadlines, not by the
-	// close: the close waits for it only so long, and the session is
-	// closed either way. What the teardown could not remove, the
-	// reconciler removes (the container) or the next start (the workspace).
-	torn := make(chan []string, 1)
+	// The sandbox and the workspace are removed in the background: the
+	// close waits only for the session's worker to stop (its command is
+	// being killed), so that nothing of the session runs on once it is
+	// recorded closed. What the teardown cannot remove, it logs; the
+	// reconciler removes the container, the next start the workspace.
+	s.mu.Lock()
+	s.tearing[id] = struct{}{} // the reconciler leaves its sandbox to the teardown
+	s.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		torn <- s.teardown(ctx, live, view.ContainerID, logger)
+		s.teardown(ctx, live, view.ContainerID, logger)
+		s.mu.Lock()
+		delete(s.tearing, id)
+		s.mu.Unlock()
 	}()
 	var problems []string
 	select {
-	case problems = <-torn:
+	case <-live.done:
 	case <-time.After(closeWait):
-		logger.Warn().Msg("the sandbox is not removed yet: its removal goes on in the background")
-		problems = []string{"sandbox: not removed yet; it is removed in the background"}
+		logger.Warn().Msg("the running command has not ended yet: it ends with its sandbox, in the background")
+		problems = []string{"command: had not ended when the session closed; it ends with its sandbox, removed in the background"}
 	}
 	s.mu.Lock()
 	delete(s.live, id)
@@ -513,35 +520,30 @@ func (s *Service) closeSession(ctx context.Context, id, reason string) error {
 	return nil
 }
 
-// closeWait is how long a close waits for its sandbox to be removed before
-// it records the session closed and leaves the rest to the background;
-// workerWait is how long the removal waits for the session's running
-// command to end (it is being killed) before it removes the sandbox under
-// it.
+// closeWait is how long a close waits for the session's running command
+// to end (it is being killed) before it records the session closed;
+// workerWait is how long the removal waits for it before it removes the
+// sandbox under it.
 const (
 	closeWait  = 5 * time.Second
 	workerWait = 2 * time.Second
 )
 
-// teardown removes a closing session's sandbox and workspace, and reports
+// teardown removes a closing session's sandbox and workspace, and logs
 // what it could not remove. containerID is the sandbox the log names.
-func (s *Service) teardown(ctx context.Context, l *liveSession, containerID string, logger zerolog.Logger) []string {
+func (s *Service) teardown(ctx context.Context, l *liveSession, containerID string, logger zerolog.Logger) {
 	select {
 	case <-l.done:
 	case <-time.After(workerWait):
 		logger.Warn().Msg("the running command has not ended yet: removing the sandbox under it")
 	}
-	var problems []string
 	if err := s.removeSandbox(ctx, l, containerID); err != nil {
-		logger.Error().Err(err).Msg("cannot remove the sandbox")
-		problems = append(problems, "sandbox: "+err.Error())
+		logger.Error().Err(err).Msg("cannot remove the sandbox: the reconciler removes it")
 	}
 	<-l.done // ends once its command's sandbox is gone
 	if err := l.ws.Remove(); err != nil {
-		logger.Error().Err(err).Msg("cannot delete the workspace")
-		problems = append(problems, "workspace: could not be deleted")
+		logger.Error().Err(err).Msg("cannot delete the workspace: the next start deletes it")
 	}
-	return problems
 }
 
 // missing tells an unknown session from one that has closed.

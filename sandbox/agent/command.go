@@ -242,63 +242,40 @@ type shimProc struct {
 // startShim starts a shim, which waits for its command on its control
 // pipe.
 func startShim(path string) (*shimProc, error) {
-	var closeAfter []*os.File
-	defer func() {
-		for _, f := range closeAfter {
-			f.Close()
+	// Five pipes: control, status, stdin, stdout, stderr. The shim gets
+	// one end of each, the agent keeps the other.
+	var shimEnds, ours [5]*os.File
+	closeAll := func(files []*os.File) {
+		for _, f := range files {
+			if f != nil {
+				f.Close()
+			}
 		}
-	}()
-	pipe := func() (r, w *os.File, err error) {
-		r, w, err = os.Pipe()
-		return
 	}
-	ctlR, ctlW, err := pipe()
-	if err != nil {
-		return nil, err
+	defer closeAll(shimEnds[:]) // the shim has its copies once started
+	for i := range 5 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(ours[:])
+			return nil, err
+		}
+		if i == 0 || i == 2 { // control and stdin: the shim reads
+			shimEnds[i], ours[i] = r, w
+		} else {
+			shimEnds[i], ours[i] = w, r
+		}
 	}
-	closeAfter = append(closeAfter, ctlR)
-	stR, stW, err := pipe()
-	if err != nil {
-		ctlW.Close()
-		return nil, err
-	}
-	closeAfter = append(closeAfter, stW)
-	inR, inW, err := pipe()
-	if err != nil {
-		ctlW.Close()
-		stR.Close()
-		return nil, err
-	}
-	closeAfter = append(closeAfter, inR)
-	outR, outW, err := pipe()
-	if err != nil {
-		ctlW.Close()
-		stR.Close()
-		inW.Close()
-		return nil, err
-	}
-	closeAfter = append(closeAfter, outW)
-	errR, errW, err := pipe()
-	if err != nil {
-		ctlW.Close()
-		stR.Close()
-		inW.Close()
-		outR.Close()
-		return nil, err
-	}
-	closeAfter = append(closeAfter, errW)
 	proc, err := os.StartProcess(path, []string{"codebeaker-agent", ShimArg}, &os.ProcAttr{
 		Env:   []string{},
-		Files: []*os.File{ctlR, stW, os.Stderr, inR, outW, errW},
+		Files: []*os.File{shimEnds[0], shimEnds[1], os.Stderr, shimEnds[2], shimEnds[3], shimEnds[4]},
 	})
 	if err != nil {
-		for _, f := range []*os.File{ctlW, stR, inW, outR, errR} {
-			f.Close()
-		}
+		closeAll(ours[:])
 		return nil, fmt.Errorf("start the command's shim: %w", err)
 	}
 	proc.Release() // the agent reaps it with every other child
-	return &shimProc{pid: proc.Pid, control: ctlW, statusR: bufio.NewReader(stR), statusF: stR, stdin: inW, stdout: outR, stderr: errR}, nil
+	return &shimProc{pid: proc.Pid, control: ours[0], statusR: bufio.NewReader(ours[1]), statusF: ours[1],
+		stdin: ours[2], stdout: ours[3], stderr: ours[4]}, nil
 }
 
 // send tells a waiting shim its command.
