@@ -247,6 +247,7 @@ func (s *Service) removeUnowned(ctx context.Context, r sandbox.Reattacher) {
 	if err != nil {
 		return // the runtime is down; the next pass tries again
 	}
+	s.forgetTornDown(owned)
 	for id, sessionID := range owned {
 		// In this order: a claimed sandbox leaves its pool before its
 		// session is in the log, and a claim is under way until it is.
@@ -269,13 +270,30 @@ func (s *Service) removeUnowned(ctx context.Context, r sandbox.Reattacher) {
 }
 
 // tearingDown reports whether a closed session's teardown is removing its
-// sandbox: the reconciler leaves it that, and records nothing after the
-// session's close.
+// sandbox, or has: the reconciler leaves it that (a listing taken before
+// the removal still shows it), and records nothing after the session's
+// close.
 func (s *Service) tearingDown(sessionID string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, ok := s.tearing[sessionID]
 	return ok
+}
+
+// forgetTornDown forgets the teardowns that are done and whose sandbox a
+// listing taken since (owned) no longer shows.
+func (s *Service) forgetTornDown(owned map[string]string) {
+	listed := make(map[string]bool, len(owned))
+	for _, sessionID := range owned {
+		listed[sessionID] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, done := range s.tearing {
+		if done && !listed[id] {
+			delete(s.tearing, id)
+		}
+	}
 }
 
 // ownedBy reports whether an open session uses (or is about to use) the

@@ -88,7 +88,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	live     map[string]*liveSession // sessions with a sandbox in this process
-	tearing  map[string]struct{}     // closed sessions whose sandbox is being removed
+	tearing  map[string]bool         // closed sessions whose teardown removes their sandbox: true once it has
 	creating int                     // creates under way, counted against MaxSessions
 	claims   int                     // pool claims whose session may not be in the log yet
 	stopping bool
@@ -158,7 +158,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err := sandbox.PrivateDirs(cfg.DataDir, filepath.Join(cfg.DataDir, "workspaces")); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	s := &Service{cfg: cfg, view: projection.NewSessions(), live: map[string]*liveSession{}, tearing: map[string]struct{}{}, start: time.Now()}
+	s := &Service{cfg: cfg, view: projection.NewSessions(), live: map[string]*liveSession{}, tearing: map[string]bool{}, start: time.Now()}
 	s.historySlots = make(chan struct{}, historyConcurrency)
 	log, err := eventlog.Open(filepath.Join(cfg.DataDir, eventlog.FileName), eventlog.Options{OnCommit: s.applyCommitted})
 	if err != nil {
@@ -480,15 +480,19 @@ func (s *Service) closeSession(ctx context.Context, id, reason string) error {
 	// recorded closed. What the teardown cannot remove, it logs; the
 	// reconciler removes the container, the next start the workspace.
 	s.mu.Lock()
-	s.tearing[id] = struct{}{} // the reconciler leaves its sandbox to the teardown
+	s.tearing[id] = false // the reconciler leaves its sandbox to the teardown
 	s.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.teardown(ctx, live, view.ContainerID, logger)
+		removed := s.teardown(ctx, live, view.ContainerID, logger)
 		s.mu.Lock()
-		delete(s.tearing, id)
-		s.mu.Unlock()
+		defer s.mu.Unlock()
+		if _, reconciled := live.runtime.(sandbox.Reattacher); removed && reconciled {
+			s.tearing[id] = true // forgotten once the reconciler sees it gone
+		} else {
+			delete(s.tearing, id) // the reconciler's to remove now
+		}
 	}()
 	var problems []string
 	select {
@@ -529,21 +533,24 @@ const (
 	workerWait = 2 * time.Second
 )
 
-// teardown removes a closing session's sandbox and workspace, and logs
-// what it could not remove. containerID is the sandbox the log names.
-func (s *Service) teardown(ctx context.Context, l *liveSession, containerID string, logger zerolog.Logger) {
+// teardown removes a closing session's sandbox and workspace, logs what it
+// could not remove, and says whether the sandbox is gone. containerID is
+// the sandbox the log names.
+func (s *Service) teardown(ctx context.Context, l *liveSession, containerID string, logger zerolog.Logger) (removed bool) {
 	select {
 	case <-l.done:
 	case <-time.After(workerWait):
 		logger.Warn().Msg("the running command has not ended yet: removing the sandbox under it")
 	}
-	if err := s.removeSandbox(ctx, l, containerID); err != nil {
+	err := s.removeSandbox(ctx, l, containerID)
+	if err != nil {
 		logger.Error().Err(err).Msg("cannot remove the sandbox: the reconciler removes it")
 	}
 	<-l.done // ends once its command's sandbox is gone
 	if err := l.ws.Remove(); err != nil {
 		logger.Error().Err(err).Msg("cannot delete the workspace: the next start deletes it")
 	}
+	return err == nil
 }
 
 // missing tells an unknown session from one that has closed.
