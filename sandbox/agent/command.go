@@ -228,7 +228,6 @@ func oomKills() int64 {
 
 // shimProc is a started shim and the agent's ends of its pipes.
 type shimProc struct {
-	pid            int
 	control        *os.File // write: 'K' kills, closing releases
 	statusR        *bufio.Reader
 	statusF        *os.File
@@ -274,7 +273,7 @@ func startShim(path string) (*shimProc, error) {
 		return nil, fmt.Errorf("start the command's shim: %w", err)
 	}
 	proc.Release() // the agent reaps it with every other child
-	return &shimProc{pid: proc.Pid, control: ours[0], statusR: bufio.NewReader(ours[1]), statusF: ours[1],
+	return &shimProc{control: ours[0], statusR: bufio.NewReader(ours[1]), statusF: ours[1],
 		stdin: ours[2], stdout: ours[3], stderr: ours[4]}, nil
 }
 

@@ -623,6 +623,26 @@ func testClose(t *testing.T, h Harness) {
 	}
 }
 
+// pythonTicker starts Spawn's and Detach's detached grandchild, writing to
+// argv[1], and returns once the file has a line.
+const pythonTicker = `import os, sys, time
+path = sys.argv[1]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        while True:
+            with open(path, "a") as f:
+                f.write("tick\n")
+            time.sleep(0.1)
+    os._exit(0)
+os.wait()
+while not os.path.exists(path) or os.path.getsize(path) == 0:
+    time.sleep(0.01)
+`
+
 // PythonScripts are the suite's scenarios in Python, for runtimes whose
 // sandboxes have python3 (the Docker runtime's python image).
 var PythonScripts = map[string]string{
@@ -647,43 +667,8 @@ sys.stdout.write(value)
 with open(sys.argv[1], "w") as f:
     f.write(sys.argv[2])
 `,
-	Spawn: `import os, sys, time
-path = sys.argv[1]
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() == 0:
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        while True:
-            with open(path, "a") as f:
-                f.write("tick\n")
-            time.sleep(0.1)
-    os._exit(0)
-os.wait()
-while not os.path.exists(path) or os.path.getsize(path) == 0:
-    time.sleep(0.01)
-print("started", flush=True)
-time.sleep(3600)
-`,
-	Detach: `import os, sys, time
-path = sys.argv[1]
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() == 0:
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        while True:
-            with open(path, "a") as f:
-                f.write("tick\n")
-            time.sleep(0.1)
-    os._exit(0)
-os.wait()
-while not os.path.exists(path) or os.path.getsize(path) == 0:
-    time.sleep(0.01)
-print("detached", flush=True)
-`,
+	Spawn:  pythonTicker + "print(\"started\", flush=True)\ntime.sleep(3600)\n",
+	Detach: pythonTicker + "print(\"detached\", flush=True)\n",
 	Procs: `import os
 me, uid = os.getpid(), os.getuid()
 for pid in sorted(p for p in os.listdir("/proc") if p.isdigit()):
