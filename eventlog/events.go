@@ -27,6 +27,10 @@ const (
 	SessionRecovered    Type = "SessionRecovered"    // a restarted server took the session's sandbox back
 	CommandInterrupted  Type = "CommandInterrupted"  // the server stopped, or the session closed, while a command ran; it has no result
 	ContainerRemoved    Type = "ContainerRemoved"    // a sandbox no open session owned was removed
+	ProcessStarted      Type = "ProcessStarted"      // a background process began to run in the session
+	ProcessInput        Type = "ProcessInput"        // a client wrote to a process's stdin (its size and digest)
+	ProcessSignalled    Type = "ProcessSignalled"    // a client sent a process a signal
+	ProcessExited       Type = "ProcessExited"       // a process ended, or was lost with its sandbox
 )
 
 // Event is one entry of the log as stored and as read back.
@@ -225,4 +229,89 @@ type CommandInterruptedData struct {
 type ContainerRemovedData struct {
 	ContainerID string `json:"containerId"`
 	Reason      string `json:"reason"`
+}
+
+// ProcessStartedData is the payload of ProcessStarted: the process as the
+// client asked for it. Environment values and stdin are not kept, only
+// the variables' names and stdin's size and digest: they often carry
+// secrets.
+type ProcessStartedData struct {
+	ProcessID   string   `json:"processId"`
+	Name        string   `json:"name,omitempty"`
+	CommandName string   `json:"commandName"`
+	Args        []string `json:"args,omitempty"`
+	Dir         string   `json:"workingDirectory,omitempty"`
+	EnvNames    []string `json:"envNames,omitempty"`
+	StdinBytes  int      `json:"stdinBytes,omitempty"`
+	StdinSha256 string   `json:"stdinSha256,omitempty"`
+	TimeoutMs   int64    `json:"timeoutMs,omitempty"`
+	PTY         *PTYSize `json:"pty,omitempty"`
+}
+
+// PTYSize is a process terminal's size.
+type PTYSize struct {
+	Cols int `json:"cols"`
+	Rows int `json:"rows"`
+}
+
+// ProcessInputData is the payload of ProcessInput.
+type ProcessInputData struct {
+	ProcessID string `json:"processId"`
+	Bytes     int    `json:"bytes"`
+	Sha256    string `json:"sha256,omitempty"`
+	EOF       bool   `json:"eof,omitempty"`
+}
+
+// ProcessSignalledData is the payload of ProcessSignalled.
+type ProcessSignalledData struct {
+	ProcessID string `json:"processId"`
+	Signal    string `json:"signal"` // INT, TERM, HUP, QUIT, USR1, USR2 or KILL
+}
+
+// ProcessExitedData is the payload of ProcessExited: how a background
+// process ended, the size and digest of each of its streams, and a bounded
+// head and tail of each (as CommandCompletedData stores output: text, or
+// base64 with an encoding member).
+type ProcessExitedData struct {
+	ProcessID  string `json:"processId"`
+	ExitCode   *int   `json:"exitCode,omitempty"` // absent when lost
+	Signal     string `json:"signal,omitempty"`   // the signal that ended it, by name
+	TimedOut   bool   `json:"timedOut,omitempty"`
+	OOMKilled  bool   `json:"oomKilled,omitempty"`
+	Killed     bool   `json:"killed,omitempty"` // a client's KILL ended it
+	DurationMs int64  `json:"durationMs"`
+	// Lost says why its end is not known: its sandbox ended with the
+	// server (Deno), was replaced, or the session closed.
+	Lost           string `json:"lost,omitempty"`
+	StdoutBytes    int64  `json:"stdoutBytes"`
+	StderrBytes    int64  `json:"stderrBytes"`
+	StdoutSha256   string `json:"stdoutSha256,omitempty"` // of every byte written
+	StderrSha256   string `json:"stderrSha256,omitempty"`
+	StdoutHead     string `json:"stdoutHead,omitempty"`
+	StdoutTail     string `json:"stdoutTail,omitempty"` // the last bytes, when not all of them are in the head
+	StdoutEncoding string `json:"stdoutEncoding,omitempty"`
+	StderrHead     string `json:"stderrHead,omitempty"`
+	StderrTail     string `json:"stderrTail,omitempty"`
+	StderrEncoding string `json:"stderrEncoding,omitempty"`
+}
+
+// SetOutput stores a stream's head and tail, at most limit bytes each; the
+// stream's encoding is base64 if either is not UTF-8.
+func (d *ProcessExitedData) SetOutput(s int, head, tail []byte, limit int) {
+	head, _ = Cut(head, limit)
+	if len(tail) > limit {
+		tail = tail[len(tail)-limit:]
+		for len(tail) > 0 && !utf8.RuneStart(tail[0]) { // a character's end, cut from its start
+			tail = tail[1:]
+		}
+	}
+	h, t, enc := string(head), string(tail), ""
+	if !utf8.Valid(head) || !utf8.Valid(tail) {
+		h, t, enc = base64.StdEncoding.EncodeToString(head), base64.StdEncoding.EncodeToString(tail), OutputBase64
+	}
+	if s == 0 {
+		d.StdoutHead, d.StdoutTail, d.StdoutEncoding = h, t, enc
+	} else {
+		d.StderrHead, d.StderrTail, d.StderrEncoding = h, t, enc
+	}
 }

@@ -75,11 +75,32 @@ func minutesSince(t, now time.Time) float64 {
 type Sessions struct {
 	mu      sync.RWMutex
 	open    map[string]*Session
+	procs   map[string][]*Process // an open session's background processes, oldest first
 	lastSeq uint64
 }
 
+// Process is a background process of an open session, as the log tells
+// it.
+type Process struct {
+	ID          string
+	Name        string
+	CommandName string
+	Args        []string
+	PTY         bool
+	StartedAt   time.Time
+	Running     bool
+	EndedAt     time.Time
+	End         eventlog.ProcessExitedData // set once it ended
+}
+
+// MaxEndedProcesses is how many ended processes of a session the
+// projection keeps (the oldest go first); every one stays in the log.
+const MaxEndedProcesses = 64
+
 // NewSessions returns an empty projection.
-func NewSessions() *Sessions { return &Sessions{open: map[string]*Session{}} }
+func NewSessions() *Sessions {
+	return &Sessions{open: map[string]*Session{}, procs: map[string][]*Process{}}
+}
 
 // Apply folds one event in. Events must come in sequence order; an event at
 // or below the last applied sequence is ignored, so a replay that overlaps
@@ -149,8 +170,79 @@ func (p *Sessions) Apply(e eventlog.Event) error {
 		s.State, s.CloseReason = Closing, d.Reason
 	case eventlog.SessionClosed, eventlog.SessionCreateFailed:
 		delete(p.open, e.SessionID)
+		delete(p.procs, e.SessionID)
+	case eventlog.ProcessStarted, eventlog.ProcessInput, eventlog.ProcessSignalled, eventlog.ProcessExited:
+		if err := p.applyProcess(s, e); err != nil {
+			return fmt.Errorf("projection: event %d: %w", e.Seq, err)
+		}
 	}
 	return nil
+}
+
+// applyProcess folds in an event of a session's background process. A
+// client's start, input or signal is activity: it keeps the session from
+// its idle timeout as a command does.
+func (p *Sessions) applyProcess(s *Session, e eventlog.Event) error {
+	switch e.Type {
+	case eventlog.ProcessStarted:
+		var d eventlog.ProcessStartedData
+		if err := e.Decode(&d); err != nil {
+			return err
+		}
+		s.LastActivity = e.Time
+		p.procs[s.ID] = append(p.procs[s.ID], &Process{ID: d.ProcessID, Name: d.Name, CommandName: d.CommandName,
+			Args: d.Args, PTY: d.PTY != nil, StartedAt: e.Time, Running: true})
+	case eventlog.ProcessInput, eventlog.ProcessSignalled:
+		s.LastActivity = e.Time
+	case eventlog.ProcessExited:
+		var d eventlog.ProcessExitedData
+		if err := e.Decode(&d); err != nil {
+			return err
+		}
+		procs := p.procs[s.ID]
+		ended := 0
+		for _, proc := range procs {
+			if proc.ID == d.ProcessID && proc.Running {
+				proc.Running, proc.EndedAt, proc.End = false, e.Time, d
+			}
+			if !proc.Running {
+				ended++
+			}
+		}
+		for i := 0; ended > MaxEndedProcesses && i < len(procs); {
+			if procs[i].Running {
+				i++
+				continue
+			}
+			procs = append(procs[:i], procs[i+1:]...)
+			ended--
+		}
+		p.procs[s.ID] = procs
+	}
+	return nil
+}
+
+// Processes returns copies of an open session's processes, oldest first.
+func (p *Sessions) Processes(sessionID string) []Process {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := make([]Process, 0, len(p.procs[sessionID]))
+	for _, proc := range p.procs[sessionID] {
+		out = append(out, *proc)
+	}
+	return out
+}
+
+// Process returns a copy of one process of an open session.
+func (p *Sessions) Process(sessionID, processID string) (Process, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for _, proc := range p.procs[sessionID] {
+		if proc.ID == processID {
+			return *proc, true
+		}
+	}
+	return Process{}, false
 }
 
 // Get returns a copy of an open session's view.

@@ -32,6 +32,10 @@ type Entry struct {
 	// Command is set for CommandStarted, CommandCompleted and
 	// CommandInterrupted: what ran and, once it ended, how.
 	Command *Command `json:"command,omitempty"`
+	// Process is set for the events of a background process: its payload
+	// (ProcessStartedData, ProcessInputData, ProcessSignalledData or
+	// ProcessExitedData).
+	Process any `json:"process,omitempty"`
 	// Detail says what other events carry, in words.
 	Detail string `json:"detail,omitempty"`
 }
@@ -97,6 +101,8 @@ func (t *Timeline) Apply(e eventlog.Event) error {
 			delete(t.commands, d.CommandID)
 			entry.Command = &c
 		}
+	case eventlog.ProcessStarted, eventlog.ProcessInput, eventlog.ProcessSignalled, eventlog.ProcessExited:
+		entry.Process, entry.Detail, err = processEntry(e)
 	default:
 		entry.Detail, err = detail(e)
 	}
@@ -171,6 +177,53 @@ func detail(e eventlog.Event) (string, error) {
 		return fmt.Sprintf("container %s: %s", d.ContainerID, d.Reason), err
 	}
 	return "", nil
+}
+
+// processEntry is the payload of a process's event and its gist in words.
+func processEntry(e eventlog.Event) (any, string, error) {
+	switch e.Type {
+	case eventlog.ProcessStarted:
+		var d eventlog.ProcessStartedData
+		err := e.Decode(&d)
+		return &d, fmt.Sprintf("process %s started: %s", d.ProcessID,
+			CommandSummary("execute_shell", mustJSON(map[string]any{"commandName": d.CommandName, "args": d.Args}))), err
+	case eventlog.ProcessInput:
+		var d eventlog.ProcessInputData
+		err := e.Decode(&d)
+		text := fmt.Sprintf("process %s: %d bytes of input", d.ProcessID, d.Bytes)
+		if d.EOF {
+			text += ", then its end"
+		}
+		return &d, text, err
+	case eventlog.ProcessSignalled:
+		var d eventlog.ProcessSignalledData
+		err := e.Decode(&d)
+		return &d, fmt.Sprintf("process %s sent SIG%s", d.ProcessID, d.Signal), err
+	default:
+		var d eventlog.ProcessExitedData
+		err := e.Decode(&d)
+		var how string
+		switch {
+		case d.Lost != "":
+			how = "lost: " + d.Lost
+		case d.Signal != "":
+			how = "killed by SIG" + d.Signal
+		case d.ExitCode != nil:
+			how = fmt.Sprintf("exited with %d", *d.ExitCode)
+		}
+		if d.TimedOut {
+			how += " (timed out)"
+		}
+		if d.OOMKilled {
+			how += " (out of memory)"
+		}
+		return &d, fmt.Sprintf("process %s %s after %d ms", d.ProcessID, how, d.DurationMs), err
+	}
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, _ := json.Marshal(v)
+	return b
 }
 
 // CommandSummary says in one line what a command (as CommandStarted holds

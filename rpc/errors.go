@@ -17,6 +17,7 @@ const (
 	CodeCapacityExhausted   = -32004
 	CodeMessageTooLarge     = -32005
 	CodeServiceShuttingDown = -32006
+	CodeProcessEnded        = -32008
 )
 
 // Errors of the session service, in the client's terms.
@@ -41,6 +42,10 @@ var codes = []struct {
 	{ErrSessionClosed, CodeSessionClosed},
 	{ErrCapacity, CodeCapacityExhausted},
 	{ErrShuttingDown, CodeServiceShuttingDown},
+	{ErrProcessNotFound, CodeSessionNotFound},
+	{sandbox.ErrNoProcess, CodeSessionNotFound},
+	{sandbox.ErrTooManyProcesses, CodeCapacityExhausted},
+	{sandbox.ErrProcessEnded, CodeProcessEnded},
 	{sandbox.ErrUnavailable, CodeRuntimeUnavailable},
 	{sandbox.ErrImageNotFound, CodeRuntimeUnavailable},
 	{sandbox.ErrImageNotAllowed, CodeRuntimeUnavailable},

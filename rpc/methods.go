@@ -91,6 +91,7 @@ func (s *Service) Register(d *jsonrpc.Dispatcher) {
 		}
 		return closeResult{SessionID: p.SessionID, Closed: true}, nil
 	}))
+	s.registerProcesses(d)
 	d.Register("session.history", jsonrpc.HandlerFunc(func(ctx context.Context, req *jsonrpc.Request) (any, error) {
 		// The page must fit in the reply with its id and other members.
 		room := MaxHistoryPageBytes

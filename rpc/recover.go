@@ -140,6 +140,7 @@ func (s *Service) attach(ctx context.Context, l *liveSession) (sandbox.Sandbox, 
 	}
 	l.log.Info().Str("container", box.ID()).Bool("restored", restored).Msg("session recovered")
 	l.box = box
+	s.adopt(ctx, l, box, restored)
 	return box, nil
 }
 

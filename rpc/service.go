@@ -34,6 +34,9 @@ type Limits struct {
 	DefaultMemoryMB     int
 	DefaultCPUShares    int
 	PidsLimit           int
+	MaxProcesses        int // background processes running at once in one session
+	MaxPTYs             int // of them, processes on a terminal
+	ProcessOutputBytes  int // newest bytes of each stream a process's sandbox retains
 }
 
 // DefaultLimits are the limits of a service started with no flags.
@@ -55,6 +58,9 @@ func DefaultLimits() Limits {
 		DefaultMemoryMB:     512,
 		DefaultCPUShares:    1024,
 		PidsLimit:           256,
+		MaxProcesses:        16,
+		MaxPTYs:             4,
+		ProcessOutputBytes:  1 << 20,
 	}
 }
 
@@ -125,6 +131,10 @@ type liveSession struct {
 	// worker that outlived the close records nothing more.
 	recMu  sync.Mutex
 	sealed bool
+
+	// procMu is held while a process is started (its count checked) and
+	// while its end is recorded, so that each is recorded once.
+	procMu sync.Mutex
 }
 
 // appendOpen records an event of the session's work unless the session's
@@ -508,6 +518,7 @@ func (s *Service) closeSession(ctx context.Context, id, reason string) error {
 	live.recMu.Lock()
 	defer live.recMu.Unlock()
 	live.sealed = true
+	s.recordClosedProcesses(ctx, live)
 	if v, _ := s.view.Get(id); v.Running {
 		// Its worker has not recorded the end and no longer may.
 		if _, err := s.log.Append(ctx, eventlog.Record{SessionID: id, Type: eventlog.CommandInterrupted,
