@@ -394,6 +394,9 @@ func (s *Service) adopt(ctx context.Context, l *liveSession, box sandbox.Sandbox
 		case st.Running:
 			s.watch(l, procs, p.ID)
 		default:
+			if full, err := procs.Wait(ctx, p.ID); err == nil { // with its heads, which a list leaves out
+				st = full
+			}
 			s.recordExit(l, procs, st, "")
 		}
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/codebeaker/codebeaker/sandbox/proc"
 )
 
 // Config is what the agent is started with (its flags).
@@ -25,6 +27,9 @@ type Config struct {
 	Workdir  string // a command's working directory when it names none
 	SetHome  bool   // HOME is the sandbox user's, from /etc/passwd (the image sets none)
 	Build    string // the agent's build, told in Hello
+	// Background processes: how many may run, and how many ended ones are
+	// kept (0: proc's defaults).
+	MaxProcesses, MaxEnded int
 	shimPath string // the program run as the shim: the agent itself
 }
 
@@ -59,7 +64,8 @@ func serveOn(ln *net.UnixListener, cfg Config) error {
 	if cfg.shimPath == "" {
 		cfg.shimPath = "/proc/self/exe"
 	}
-	a := &agent{cfg: cfg, env: commandBase(cfg), spare: make(chan *shimProc, 1)}
+	a := &agent{cfg: cfg, env: commandBase(cfg), spare: make(chan *shimProc, 1), bgShims: map[int]bool{}}
+	a.procs = proc.NewTable(a.startProcess, proc.Limits{MaxProcesses: cfg.MaxProcesses, MaxEnded: cfg.MaxEnded})
 	a.startSpare()
 	for {
 		conn, err := ln.AcceptUnix()
@@ -80,6 +86,10 @@ type agent struct {
 
 	spare    chan *shimProc // a shim started ahead, waiting for a command
 	starting atomic.Bool    // a spare is being started
+
+	procs   *proc.Table // background processes
+	bgMu    sync.Mutex
+	bgShims map[int]bool // pids of the running background processes' shims
 }
 
 // commandBase is the environment a command starts from: the agent's own,
@@ -218,9 +228,11 @@ func (a *agent) serveConn(conn *net.UnixConn) {
 	switch f.Type {
 	case Start:
 		a.run(conn, fr, msg.(*StartMsg))
+	case ProcStart, ProcList, ProcRead, ProcFollow, ProcInput, ProcSignal, ProcResize, ProcWait:
+		a.serveProcess(conn, fr, f.Type, msg)
 	case KillAll:
 		a.dropSpare()
-		if err := killAll(); err != nil {
+		if err := killAll(a.spared()); err != nil {
 			fail(CodeInternal, "%v", err)
 			return
 		}

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/codebeaker/codebeaker/sandbox"
 )
 
 // RemoteError is an Error frame the agent sent.
@@ -170,4 +172,144 @@ func (c *Conn) KillAll(ctx context.Context) error {
 	}
 	_, err := c.expect(Done)
 	return err
+}
+
+// remoteErr turns an agent's Error frame into the error a runtime reports:
+// the process errors of package sandbox are told by their codes.
+func remoteErr(e *ErrorMsg) error {
+	re := &RemoteError{Code: e.Code, Message: e.Message}
+	for code, err := range map[string]error{CodeNoProcess: sandbox.ErrNoProcess, CodeEnded: sandbox.ErrProcessEnded,
+		CodeTooMany: sandbox.ErrTooManyProcesses, CodeStart: sandbox.ErrCannotStart} {
+		if e.Code == code {
+			return fmt.Errorf("%w: %w", err, re)
+		}
+	}
+	return re
+}
+
+// call sends one request about background processes and reads its
+// answer, of type want, decoded into out (when not nil).
+func (c *Conn) call(ctx context.Context, t FrameType, req any, want FrameType) (any, error) {
+	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	var err error
+	if req == nil {
+		err = c.w.frame(t, nil)
+	} else {
+		err = c.w.json(t, req)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c.answer(ctx, want)
+}
+
+// answer reads the next frame, which must be of type want or an Error.
+func (c *Conn) answer(ctx context.Context, want FrameType) (any, error) {
+	f, err := c.fr.Next()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("the sandbox's agent hung up: %w", err)
+	}
+	msg, err := Decode(f)
+	switch {
+	case err != nil:
+		return nil, err
+	case f.Type == want:
+		return msg, nil
+	case f.Type == Error:
+		return nil, remoteErr(msg.(*ErrorMsg))
+	}
+	return nil, fmt.Errorf("agent sent frame %q where %q was expected", f.Type, want)
+}
+
+// StartProcess starts a background process.
+func (c *Conn) StartProcess(ctx context.Context, m ProcStartMsg) (sandbox.ProcessState, error) {
+	msg, err := c.call(ctx, ProcStart, m, ProcState)
+	if err != nil {
+		return sandbox.ProcessState{}, err
+	}
+	return *msg.(*sandbox.ProcessState), nil
+}
+
+// ListProcesses lists the agent's background processes (without heads).
+func (c *Conn) ListProcesses(ctx context.Context) ([]sandbox.ProcessState, error) {
+	msg, err := c.call(ctx, ProcList, nil, ProcListed)
+	if err != nil {
+		return nil, err
+	}
+	return msg.(*ProcListMsg).Processes, nil
+}
+
+// ReadOutput reads a process's retained output.
+func (c *Conn) ReadOutput(ctx context.Context, m ProcReadMsg) (sandbox.Output, error) {
+	msg, err := c.call(ctx, ProcRead, m, ProcData)
+	if err != nil {
+		return sandbox.Output{}, err
+	}
+	d := msg.(*ProcDataMsg)
+	return sandbox.Output{Data: d.Data, Offset: d.Offset, Next: d.Next, FirstRetained: d.FirstRetained, EOF: d.EOF}, nil
+}
+
+// Follow streams a process's output to fn until it has ended.
+func (c *Conn) Follow(ctx context.Context, m ProcFollowMsg, fn func(sandbox.Chunk) error) (sandbox.ProcessState, error) {
+	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := c.w.json(ProcFollow, m); err != nil {
+		return sandbox.ProcessState{}, err
+	}
+	for {
+		f, err := c.fr.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return sandbox.ProcessState{}, ctx.Err()
+			}
+			return sandbox.ProcessState{}, fmt.Errorf("the sandbox's agent hung up: %w", err)
+		}
+		msg, err := Decode(f)
+		if err != nil {
+			return sandbox.ProcessState{}, err
+		}
+		switch f.Type {
+		case Chunk:
+			if err := fn(msg.(sandbox.Chunk)); err != nil {
+				return sandbox.ProcessState{}, err
+			}
+		case ProcState:
+			return *msg.(*sandbox.ProcessState), nil
+		case Error:
+			return sandbox.ProcessState{}, remoteErr(msg.(*ErrorMsg))
+		default:
+			return sandbox.ProcessState{}, fmt.Errorf("agent sent frame %q during a follow", f.Type)
+		}
+	}
+}
+
+// WriteInput queues bytes for a process's stdin.
+func (c *Conn) WriteInput(ctx context.Context, m ProcInputMsg) error {
+	_, err := c.call(ctx, ProcInput, m, OK)
+	return err
+}
+
+// Signal signals a process; SIGKILL kills its tree.
+func (c *Conn) Signal(ctx context.Context, m ProcSignalMsg) error {
+	_, err := c.call(ctx, ProcSignal, m, OK)
+	return err
+}
+
+// Resize resizes a process's terminal.
+func (c *Conn) Resize(ctx context.Context, m ProcResizeMsg) error {
+	_, err := c.call(ctx, ProcResize, m, OK)
+	return err
+}
+
+// WaitProcess waits for a process's end.
+func (c *Conn) WaitProcess(ctx context.Context, id string) (sandbox.ProcessState, error) {
+	msg, err := c.call(ctx, ProcWait, ProcRef{ID: id}, ProcState)
+	if err != nil {
+		return sandbox.ProcessState{}, err
+	}
+	return *msg.(*sandbox.ProcessState), nil
 }

@@ -31,6 +31,7 @@ type shimSpec struct {
 	Env      []string `json:"env"`
 	Dir      string   `json:"dir"`
 	UID, GID int
+	TTY      bool `json:"tty,omitempty"` // stdio is a terminal: the command gets a session of its own with it
 }
 
 // shimStatus is one line a shim writes on its status pipe: first the
@@ -228,6 +229,7 @@ func oomKills() int64 {
 
 // shimProc is a started shim and the agent's ends of its pipes.
 type shimProc struct {
+	pid            int      // the shim's
 	control        *os.File // write: 'K' kills, closing releases
 	statusR        *bufio.Reader
 	statusF        *os.File
@@ -239,8 +241,9 @@ type shimProc struct {
 }
 
 // startShim starts a shim, which waits for its command on its control
-// pipe.
-func startShim(path string) (*shimProc, error) {
+// pipe. With a terminal (its slave side), the command's stdin, stdout and
+// stderr are the terminal, and the shim's pipes for them are not made.
+func startShim(path string, terminal *os.File) (*shimProc, error) {
 	// Five pipes: control, status, stdin, stdout, stderr. The shim gets
 	// one end of each, the agent keeps the other.
 	var shimEnds, ours [5]*os.File
@@ -251,8 +254,18 @@ func startShim(path string) (*shimProc, error) {
 			}
 		}
 	}
-	defer closeAll(shimEnds[:]) // the shim has its copies once started
+	defer func() { // the shim has its copies once started
+		if terminal != nil {
+			closeAll(shimEnds[:2])
+		} else {
+			closeAll(shimEnds[:])
+		}
+	}()
 	for i := range 5 {
+		if terminal != nil && i >= 2 {
+			shimEnds[i] = terminal
+			continue
+		}
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeAll(ours[:])
@@ -272,8 +285,9 @@ func startShim(path string) (*shimProc, error) {
 		closeAll(ours[:])
 		return nil, fmt.Errorf("start the command's shim: %w", err)
 	}
+	pid := proc.Pid
 	proc.Release() // the agent reaps it with every other child
-	return &shimProc{control: ours[0], statusR: bufio.NewReader(ours[1]), statusF: ours[1],
+	return &shimProc{pid: pid, control: ours[0], statusR: bufio.NewReader(ours[1]), statusF: ours[1],
 		stdin: ours[2], stdout: ours[3], stderr: ours[4]}, nil
 }
 
@@ -289,7 +303,9 @@ func (p *shimProc) send(spec shimSpec) error {
 // discard ends a shim that was never given a command.
 func (p *shimProc) discard() {
 	p.release()
-	p.stdin.Close()
+	if p.stdin != nil {
+		p.stdin.Close()
+	}
 }
 
 // shim returns a started shim that has been told spec. A shim started
@@ -315,7 +331,7 @@ func (a *agent) shim(spec shimSpec) (*shimProc, error) {
 		}
 		spare.discard() // killed meanwhile (KillAll): start one now
 	}
-	p, err := startShim(a.cfg.shimPath)
+	p, err := startShim(a.cfg.shimPath, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -337,7 +353,7 @@ func (a *agent) startSpare() {
 		if len(a.spare) > 0 {
 			return
 		}
-		p, err := startShim(a.cfg.shimPath)
+		p, err := startShim(a.cfg.shimPath, nil)
 		if err != nil {
 			return
 		}
@@ -398,6 +414,19 @@ func (p *shimProc) release() {
 	}
 	p.controlMu.Unlock()
 	p.statusF.Close()
-	p.stdout.Close()
-	p.stderr.Close()
+	if p.stdout != nil {
+		p.stdout.Close()
+		p.stderr.Close()
+	}
+}
+
+// letGo lets the shim go once its command has ended, as release does, but
+// leaves the output to the process table, which drains and closes it.
+func (p *shimProc) letGo() {
+	p.controlMu.Lock()
+	defer p.controlMu.Unlock()
+	if !p.controlClosed {
+		p.controlClosed = true
+		p.control.Close()
+	}
 }

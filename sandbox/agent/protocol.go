@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/codebeaker/codebeaker/sandbox"
 )
 
 // Version is the protocol this package speaks. A connection opens with
@@ -14,7 +16,7 @@ import (
 // answers with an Error frame of code CodeVersion and hangs up. The frame
 // header and the Hello frame are the same in every version, so that this
 // check always works.
-const Version = 1
+const Version = 2
 
 // MaxFrame is the largest frame body (type byte and payload) either side
 // sends or accepts: room for a StartMsg of the largest command line Linux
@@ -39,15 +41,128 @@ const (
 	Stderr     FrameType = 'e' // raw bytes the command wrote to stderr
 	Exited     FrameType = 'x' // JSON ExitedMsg; the last frame of a command
 	Done       FrameType = 'a' // empty: KillAll is done
+
+	// Background processes (version 2): each request has its connection,
+	// and a process lives on whatever becomes of it.
+	ProcStart  FrameType = 'P' // JSON ProcStartMsg -> ProcState, or Error
+	ProcList   FrameType = 'L' // empty -> ProcListed
+	ProcRead   FrameType = 'R' // JSON ProcReadMsg -> ProcData
+	ProcFollow FrameType = 'F' // JSON ProcFollowMsg -> Chunk... then ProcState once it ended
+	ProcInput  FrameType = 'W' // JSON ProcInputMsg -> OK
+	ProcSignal FrameType = 'G' // JSON ProcSignalMsg -> OK
+	ProcResize FrameType = 'Z' // JSON ProcResizeMsg -> OK
+	ProcWait   FrameType = 'T' // JSON ProcRef -> ProcState once it ended
+	ProcState  FrameType = 'p' // JSON sandbox.ProcessState
+	ProcListed FrameType = 'l' // JSON ProcListMsg
+	ProcData   FrameType = 'r' // JSON ProcDataMsg
+	Chunk      FrameType = 'c' // binary: stream (1 byte), offset and dropped (8 bytes each, big-endian), data
+	OK         FrameType = 'k' // empty: done
 )
 
 // Error codes.
 const (
-	CodeVersion  = "version"  // the peer speaks another protocol version
-	CodeProtocol = "protocol" // a malformed or unexpected frame
-	CodeStart    = "start"    // the program could not be started
-	CodeInternal = "internal" // the agent could not do what was asked
+	CodeVersion   = "version"   // the peer speaks another protocol version
+	CodeProtocol  = "protocol"  // a malformed or unexpected frame
+	CodeStart     = "start"     // the program could not be started
+	CodeInternal  = "internal"  // the agent could not do what was asked
+	CodeNoProcess = "noprocess" // no process of that id (sandbox.ErrNoProcess)
+	CodeEnded     = "ended"     // the process has ended (sandbox.ErrProcessEnded)
+	CodeTooMany   = "toomany"   // the process limit is reached (sandbox.ErrTooManyProcesses)
 )
+
+// ProcStartMsg starts a background process.
+type ProcStartMsg struct {
+	ID        string           `json:"id"`
+	Args      []string         `json:"args"`
+	Env       []string         `json:"env,omitempty"`
+	Dir       string           `json:"dir,omitempty"`
+	Stdin     []byte           `json:"stdin,omitempty"`
+	TimeoutMs int64            `json:"timeoutMs,omitempty"`
+	PTY       *sandbox.WinSize `json:"pty,omitempty"`
+	Retain    int              `json:"retain"`
+	Head      int              `json:"head,omitempty"`
+}
+
+// ProcRef names a process.
+type ProcRef struct {
+	ID string `json:"id"`
+}
+
+// ProcReadMsg reads retained output.
+type ProcReadMsg struct {
+	ID     string         `json:"id"`
+	Stream sandbox.Stream `json:"stream"`
+	Offset int64          `json:"offset"`
+	Limit  int            `json:"limit"`
+}
+
+// ProcDataMsg is retained output read (sandbox.Output).
+type ProcDataMsg struct {
+	Data          []byte `json:"data,omitempty"`
+	Offset        int64  `json:"offset"`
+	Next          int64  `json:"next"`
+	FirstRetained int64  `json:"firstRetained"`
+	EOF           bool   `json:"eof,omitempty"`
+}
+
+// ProcFollowMsg streams output from two offsets (stdout, stderr) on.
+type ProcFollowMsg struct {
+	ID   string   `json:"id"`
+	From [2]int64 `json:"from"`
+}
+
+// ProcInputMsg feeds stdin.
+type ProcInputMsg struct {
+	ID   string `json:"id"`
+	Data []byte `json:"data,omitempty"`
+	EOF  bool   `json:"eof,omitempty"`
+}
+
+// ProcSignalMsg signals a process; SIGKILL kills its tree.
+type ProcSignalMsg struct {
+	ID     string `json:"id"`
+	Signal int    `json:"signal"`
+}
+
+// ProcResizeMsg resizes a process's terminal.
+type ProcResizeMsg struct {
+	ID   string          `json:"id"`
+	Size sandbox.WinSize `json:"size"`
+}
+
+// ProcListMsg lists the agent's processes.
+type ProcListMsg struct {
+	Processes []sandbox.ProcessState `json:"processes"`
+}
+
+// chunkHeader is a Chunk frame's payload before its data.
+const chunkHeader = 1 + 8 + 8
+
+// AppendChunk encodes a chunk as a Chunk frame's payload.
+func AppendChunk(dst []byte, c sandbox.Chunk) []byte {
+	dst = append(dst, byte(c.Stream))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(c.Offset))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(c.Dropped))
+	return append(dst, c.Data...)
+}
+
+// decodeChunk decodes a Chunk frame's payload; Data aliases it.
+func decodeChunk(b []byte) (sandbox.Chunk, error) {
+	if len(b) < chunkHeader {
+		return sandbox.Chunk{}, fmt.Errorf("chunk of %d bytes, shorter than its header", len(b))
+	}
+	c := sandbox.Chunk{Stream: sandbox.Stream(b[0]), Offset: int64(binary.BigEndian.Uint64(b[1:9])),
+		Dropped: int64(binary.BigEndian.Uint64(b[9:17])), Data: b[chunkHeader:]}
+	switch {
+	case c.Stream != sandbox.Stdout && c.Stream != sandbox.Stderr:
+		return c, fmt.Errorf("chunk of stream %d", c.Stream)
+	case c.Offset < 0 || c.Dropped < 0:
+		return c, errors.New("chunk with a negative offset or gap")
+	case c.Dropped > 0 && len(c.Data) > 0:
+		return c, errors.New("chunk with both a gap and data")
+	}
+	return c, nil
+}
 
 // HelloMsg opens a connection.
 type HelloMsg struct {
@@ -190,7 +305,9 @@ func Decode(f Frame) (any, error) {
 	switch f.Type {
 	case Stdin, Stdout, Stderr:
 		return f.Payload, nil
-	case CloseStdin, Kill, KillAll, Done:
+	case Chunk:
+		return decodeChunk(f.Payload)
+	case CloseStdin, Kill, KillAll, Done, ProcList, OK:
 		if len(f.Payload) != 0 {
 			return nil, fmt.Errorf("frame %q carries %d bytes; it carries none", f.Type, len(f.Payload))
 		}
@@ -205,6 +322,26 @@ func Decode(f Frame) (any, error) {
 		msg = &StartedMsg{}
 	case Exited:
 		msg = &ExitedMsg{}
+	case ProcStart:
+		msg = &ProcStartMsg{}
+	case ProcRead:
+		msg = &ProcReadMsg{}
+	case ProcFollow:
+		msg = &ProcFollowMsg{}
+	case ProcInput:
+		msg = &ProcInputMsg{}
+	case ProcSignal:
+		msg = &ProcSignalMsg{}
+	case ProcResize:
+		msg = &ProcResizeMsg{}
+	case ProcWait:
+		msg = &ProcRef{}
+	case ProcState:
+		msg = &sandbox.ProcessState{}
+	case ProcListed:
+		msg = &ProcListMsg{}
+	case ProcData:
+		msg = &ProcDataMsg{}
 	default:
 		return nil, fmt.Errorf("unknown frame type %q", f.Type)
 	}
@@ -216,13 +353,48 @@ func Decode(f Frame) (any, error) {
 	if dec.More() {
 		return nil, fmt.Errorf("frame %q: data after its message", f.Type)
 	}
-	if s, ok := msg.(*StartMsg); ok {
-		if err := s.check(); err != nil {
+	if c, ok := msg.(interface{ check() error }); ok {
+		if err := c.check(); err != nil {
 			return nil, err
 		}
 	}
 	return msg, nil
 }
+
+func (m *ProcStartMsg) check() error {
+	if err := (&StartMsg{Args: m.Args, Env: m.Env, Dir: m.Dir}).check(); err != nil {
+		return err
+	}
+	switch {
+	case m.ID == "" || len(m.ID) > 64:
+		return errors.New("process start: an id of 1 to 64 bytes is needed")
+	case m.Retain < 0 || m.Retain > maxRetain || m.Head < 0 || m.Head > maxRetain:
+		return fmt.Errorf("process start: retain and head must be between 0 and %d", maxRetain)
+	case m.TimeoutMs < 0:
+		return errors.New("process start: negative timeout")
+	case m.PTY != nil && (m.PTY.Cols == 0 || m.PTY.Rows == 0):
+		return errors.New("process start: a terminal of no size")
+	}
+	return nil
+}
+
+func (m *ProcReadMsg) check() error {
+	if m.Stream != sandbox.Stdout && m.Stream != sandbox.Stderr || m.Offset < 0 || m.Limit < 0 {
+		return errors.New("process read: bad stream, offset or limit")
+	}
+	return nil
+}
+
+func (m *ProcFollowMsg) check() error {
+	if m.From[0] < 0 || m.From[1] < 0 {
+		return errors.New("process follow: negative offset")
+	}
+	return nil
+}
+
+// maxRetain bounds the output a process may ask the agent to keep per
+// stream.
+const maxRetain = 64 << 20
 
 func (s *StartMsg) check() error {
 	switch {

@@ -108,11 +108,7 @@ func RunShim() int {
 		Dir:   spec.Dir,
 		Env:   spec.Env,
 		Files: []uintptr{shimStdin, shimStdout, shimStderr},
-		Sys: &syscall.SysProcAttr{
-			Credential: &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID), Groups: []uint32{}},
-			Setpgid:    true,
-			Pdeathsig:  syscall.SIGKILL,
-		},
+		Sys: commandAttr(spec),
 	})
 	if err != nil {
 		report(shimStatus{Error: startError(err)})
@@ -165,6 +161,23 @@ func RunShim() int {
 	return 0
 }
 
+// commandAttr is how the command is started: as the sandbox user, killed
+// should the shim die, in a process group of its own, or, on a terminal,
+// in a session of its own that the terminal controls (its stdin is the
+// terminal).
+func commandAttr(spec shimSpec) *syscall.SysProcAttr {
+	attr := &syscall.SysProcAttr{
+		Credential: &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID), Groups: []uint32{}},
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	if spec.TTY {
+		attr.Setsid, attr.Setctty, attr.Ctty = true, true, 0
+	} else {
+		attr.Setpgid = true
+	}
+	return attr
+}
+
 // killTree kills every descendant of root, again and again until none is
 // left: a process forking meanwhile either is killed before its fork
 // (a pending SIGKILL fails fork) or leaves a child the next pass finds,
@@ -183,19 +196,33 @@ func killTree(root int) {
 	}
 }
 
-// killAll kills every process of the sandbox but the agent (PID 1), again
-// until none is left. Only PID 1 may do it: elsewhere kill(-1) would reach
-// far beyond a sandbox.
-func killAll() error {
+// killAll kills every process of the sandbox but the agent (PID 1) and
+// the trees of the shims in spare (background processes), again until
+// none is left. Only PID 1 may do it: elsewhere it would reach far beyond
+// a sandbox.
+func killAll(spare []int) error {
 	if os.Getpid() != 1 {
 		return errors.New("kill all: the agent is not the sandbox's init")
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if len(descendants(0)) == 0 {
+		spared := map[int]bool{}
+		for _, shim := range spare {
+			spared[shim] = true
+			for _, pid := range descendants(shim) {
+				spared[pid] = true
+			}
+		}
+		left := 0
+		for _, pid := range descendants(0) {
+			if !spared[pid] {
+				syscall.Kill(pid, syscall.SIGKILL)
+				left++
+			}
+		}
+		if left == 0 {
 			return nil
 		}
-		syscall.Kill(-1, syscall.SIGKILL) // all but the caller and init
 		time.Sleep(time.Millisecond)
 	}
 	return errors.New("kill all: processes survived 10 s of SIGKILL")

@@ -48,7 +48,7 @@ type Limits struct {
 
 // Bounds of what a Table holds for one process besides its output.
 const (
-	chunkSize   = 32 << 10 // most bytes read from a stream, or given to a follower, at once
+	ChunkSize   = 32 << 10 // most bytes read from a stream, or given to a follower, at once
 	maxInput    = 16 << 20 // stdin queued and not yet read by the process
 	outputGrace = time.Second
 	closeWait   = 5 * time.Second
@@ -221,7 +221,7 @@ func (t *Table) forgetLocked() {
 
 // pump reads a stream at full speed into its output, whoever follows.
 func (t *Table) pump(p *process, o *output, r io.ReadCloser) {
-	buf := make([]byte, chunkSize)
+	buf := make([]byte, ChunkSize)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
@@ -348,7 +348,7 @@ func (t *Table) Follow(ctx context.Context, id string, from [2]int64, fn func(sa
 		return sandbox.ProcessState{}, err
 	}
 	pos := from
-	buf := make([]byte, chunkSize)
+	buf := make([]byte, ChunkSize)
 	for {
 		t.mu.Lock()
 		var chunk sandbox.Chunk
