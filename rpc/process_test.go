@@ -219,7 +219,9 @@ func TestProcessKillEndsItsTreeAlone(t *testing.T) {
 	// it all the same.
 	tree := c.startProcess(id, map[string]any{"commandName": "sh", "args": []string{"-c", "setsid sleep 1001 & sleep 1002"}})
 	other := c.startProcess(id, map[string]any{"commandName": "sleep", "args": []string{"1003"}})
-	running := func() string { return codeResult(t, c.mustSucceed(id, map[string]any{"type": "execute_code", "code": procScan})) }
+	running := func() string {
+		return codeResult(t, c.mustSucceed(id, map[string]any{"type": "execute_code", "code": procScan}))
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for ps := running(); !strings.Contains(ps, "sleep 1001"); ps = running() {
 		if time.Now().After(deadline) {
@@ -298,7 +300,7 @@ func TestProcessLimitsAndErrors(t *testing.T) {
 	c.ok("session.close", map[string]any{"sessionId": id}, nil)
 	var hist struct {
 		Events []struct {
-			Type    string          `json:"type"`
+			Type string          `json:"type"`
 			Data json.RawMessage `json:"data"`
 		} `json:"events"`
 	}

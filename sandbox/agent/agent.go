@@ -30,7 +30,7 @@ type Config struct {
 	// Background processes: how many may run, and how many ended ones are
 	// kept (0: proc's defaults).
 	MaxProcesses, MaxEnded int
-	shimPath string // the program run as the shim: the agent itself
+	shimPath               string // the program run as the shim: the agent itself
 }
 
 // helloTimeout bounds how long a connection may take to say Hello and what

@@ -108,7 +108,7 @@ func RunShim() int {
 		Dir:   spec.Dir,
 		Env:   spec.Env,
 		Files: []uintptr{shimStdin, shimStdout, shimStderr},
-		Sys: commandAttr(spec),
+		Sys:   commandAttr(spec),
 	})
 	if err != nil {
 		report(shimStatus{Error: startError(err)})
